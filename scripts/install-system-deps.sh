@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the local pipeline need, only those missing.
+# As root it runs apt-get; as another user it prints the exact command to run and fails.
+set -euo pipefail
+PACKAGES=(ceph-mon ceph-osd radosgw ceph-common uuid-runtime rabbitmq-server curl)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+cmd=(apt-get install --no-install-recommends -y "${missing[@]}")
+if [[ $(id -u) -ne 0 ]]; then
+  echo "missing Debian packages: ${missing[*]}" >&2
+  echo "install them with: sudo apt-get update && sudo ${cmd[*]}" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+"${cmd[@]}" >/dev/null
