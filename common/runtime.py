@@ -1,0 +1,275 @@
+"""The function runtime: a `Function` with `handle` and lifecycle hooks becomes a FastAPI app.
+
+Modelled on the Knative Functions Python template: the author writes `handle` and, if needed,
+`start`, `stop`, `alive` and `ready`; the runtime owns HTTP, CloudEvents parsing, object-event
+normalization, status codes, health endpoints, metrics, JSON logs and redelivery de-duplication.
+
+Endpoints: `POST /` (a CloudEvent), `GET /health/liveness`, `GET /health/readiness`,
+`GET /metrics` (Prometheus text format).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from starlette.concurrency import run_in_threadpool
+
+from common.cloudevents_http import BaseCloudEvent, parse_request, to_binary_headers
+from common.config import ConfigError, RuntimeSettings
+from common.errors import EventError, TooLarge
+from common.events import ObjectEvent, parse_object_events
+from common.logs import configure_logging
+
+log = logging.getLogger("function")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One incoming CloudEvent and the object events it carries."""
+
+    cloudevent: BaseCloudEvent
+    objects: list[ObjectEvent]
+
+    @property
+    def event_id(self) -> str:
+        return self.cloudevent.get_id()
+
+    @property
+    def event_type(self) -> str:
+        return self.cloudevent.get_type()
+
+
+class Function:
+    """Base class for a function. Override `handle`; the hooks are optional.
+
+    `__init__` reads configuration only (no I/O) so a bad variable stops the process at once;
+    `start` opens clients; `ready` says whether the function can take events now.
+    """
+
+    name = "function"
+
+    def start(self) -> None:
+        """Open clients (S3, gRPC, HTTP). Called once before the first event."""
+
+    def stop(self) -> None:
+        """Close clients. Called once at shutdown."""
+
+    def alive(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return True
+
+    def handle(self, delivery: Delivery) -> BaseCloudEvent | None:
+        """Handle one event; return a reply CloudEvent or None. Raise EventError subclasses."""
+        raise NotImplementedError
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        # The *_created series only add noise for counters like these.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.received = Counter(
+            "cloudevents_received", "CloudEvents received on POST /", registry=self.registry
+        )
+        self.handled = Counter(
+            "cloudevents_handled", "CloudEvents handled with a 2xx answer", registry=self.registry
+        )
+        self.failed = Counter(
+            "cloudevents_failed",
+            "CloudEvents answered with an error, by status and reason",
+            ["status", "reason"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "cloudevents_duplicates",
+            "Redelivered CloudEvents dropped by id",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cloudevent_handle_seconds",
+            "Time from request to answer",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+
+
+class RecentIds:
+    """A bounded set of recently handled (source, id) pairs: at-least-once in, once out."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = Lock()
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return key in self._ids
+
+    def add(self, key: tuple[str, str]) -> None:
+        if self._capacity == 0:
+            return
+        with self._lock:
+            self._ids[key] = None
+            self._ids.move_to_end(key)
+            while len(self._ids) > self._capacity:
+                self._ids.popitem(last=False)
+
+
+def _error_response(exc: EventError, event_id: str | None) -> JSONResponse:
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+    if event_id:
+        body["event_id"] = event_id
+    return JSONResponse(body, status_code=exc.status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def load_function(factory: Callable[[], Function]) -> Function:
+    """Build the function, turning a configuration error into one line and exit status 2."""
+    try:
+        return factory()
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None = None) -> FastAPI:
+    """The ASGI app serving one function. Configuration is read here, at import time."""
+    try:
+        runtime = settings or RuntimeSettings.from_env()
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(2) from None
+    configure_logging(
+        runtime.log_level,
+        {"service": runtime.k_service or "", "revision": runtime.k_revision or ""},
+    )
+    function = load_function(factory)
+    metrics = Metrics()
+    recent = RecentIds(runtime.dedup_window)
+    state = {"started": False}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(function.start)
+        state["started"] = True
+        log.info("function started", extra={"function": function.name})
+        try:
+            yield
+        finally:
+            state["started"] = False
+            await run_in_threadpool(function.stop)
+            log.info("function stopped", extra={"function": function.name})
+
+    app = FastAPI(title=function.name, lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.post("/")
+    async def receive(request: Request) -> Response:
+        started = time.perf_counter()
+        metrics.received.inc()
+        event_id: str | None = None
+        fields: dict[str, Any] = {}
+        try:
+            body = await _read_body(request, runtime.max_event_bytes)
+            event = parse_request(request.headers, body)
+            event_id = event.get_id()
+            fields = {"event_id": event_id, "event_type": event.get_type()}
+            dedup_key = (event.get_source(), event_id)
+            if dedup_key in recent:
+                metrics.duplicates.inc()
+                log.info("duplicate event dropped", extra=fields)
+                return Response(status_code=200)
+            objects = parse_object_events(event.get_data(), event_id, runtime.max_records_per_event)
+            reply = await run_in_threadpool(function.handle, Delivery(event, objects))
+            recent.add(dedup_key)
+        except EventError as exc:
+            metrics.failed.labels(str(exc.status), exc.code).inc()
+            log.warning(
+                exc.message,
+                extra={**fields, "status": exc.status, "reason": exc.code, **_elapsed(started)},
+            )
+            return _error_response(exc, event_id)
+        except Exception:
+            metrics.failed.labels("500", "internal").inc()
+            log.exception("unexpected error while handling an event", extra=fields)
+            return JSONResponse(
+                {"error": "internal", "message": "unexpected error; see the function's log"},
+                status_code=500,
+            )
+        finally:
+            metrics.latency.observe(time.perf_counter() - started)
+        metrics.handled.inc()
+        log.info("event handled", extra={**fields, "status": 200, **_elapsed(started)})
+        if reply is None:
+            return Response(status_code=200)
+        headers, payload = to_binary_headers(reply)
+        return Response(content=payload, status_code=200, headers=headers)
+
+    @app.get("/health/liveness")
+    async def liveness() -> JSONResponse:
+        alive = function.alive()
+        return JSONResponse({"alive": alive}, status_code=200 if alive else 503)
+
+    @app.get("/health/readiness")
+    async def readiness() -> JSONResponse:
+        ready = state["started"] and function.ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _elapsed(started: float) -> dict[str, float]:
+    return {"latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def serve(app: FastAPI, settings: RuntimeSettings | None = None) -> None:
+    """Run the app with uvicorn on $HOST:$PORT (what the container images start)."""
+    import uvicorn
+
+    runtime = settings or RuntimeSettings.from_env()
+    uvicorn.run(
+        app,
+        host=runtime.host,
+        port=runtime.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,155 @@
+"""The RGW (S3) client: created once per process, reads only from the configured endpoint.
+
+`ObjectStore.download` checks the object's size before reading it and refuses objects over the
+cap; it reads at most cap + 1 bytes even if the object grows in between. S3 errors are mapped to
+the runtime's permanent/transient errors so a function never has to look at botocore codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
+
+from common.config import S3Settings
+from common.errors import (
+    EventError,
+    Forbidden,
+    ObjectGone,
+    PermanentError,
+    TooLarge,
+    TransientError,
+)
+from common.events import ObjectEvent
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
+
+
+def _client_kwargs(settings: S3Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "region_name": settings.region,
+        "config": Config(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            # RGW 16.2 predates the flexible checksums boto3 sends by default since 1.36.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    }
+    if settings.endpoint_url:
+        kwargs["endpoint_url"] = settings.endpoint_url
+    if settings.access_key_id and settings.secret_access_key:
+        kwargs["aws_access_key_id"] = settings.access_key_id.reveal()
+        kwargs["aws_secret_access_key"] = settings.secret_access_key.reveal()
+    return kwargs
+
+
+def make_s3_client(settings: S3Settings) -> S3Client:
+    """A boto3 S3 client for RGW: path-style addressing, timeouts, bounded retries."""
+    return boto3.session.Session().client("s3", **_client_kwargs(settings))
+
+
+def make_sns_client(settings: S3Settings) -> SNSClient:
+    """A boto3 SNS client on the RGW endpoint: RGW's topic API for bucket notifications."""
+    return boto3.session.Session().client("sns", **_client_kwargs(settings))
+
+
+@dataclass(frozen=True)
+class DownloadedObject:
+    bucket: str
+    key: str
+    version_id: str | None
+    content_type: str | None
+    etag: str | None
+    data: bytes
+
+
+class ObjectStore:
+    """Reads objects named by events, within the configured limits."""
+
+    def __init__(self, settings: S3Settings, client: S3Client | None = None) -> None:
+        self._settings = settings
+        self._client = client or make_s3_client(settings)
+
+    @property
+    def client(self) -> S3Client:
+        return self._client
+
+    def check_bucket(self, bucket: str) -> None:
+        allowed = self._settings.allowed_buckets
+        if allowed and bucket not in allowed:
+            raise Forbidden(f"bucket {bucket!r} is not in ALLOWED_BUCKETS")
+
+    def download(self, obj: ObjectEvent) -> DownloadedObject:
+        """The object's bytes; TooLarge before reading anything when it is over the cap."""
+        self.check_bucket(obj.bucket)
+        cap = self._settings.max_object_bytes
+        version: dict[str, Any] = {"VersionId": obj.version_id} if obj.version_id else {}
+        where = f"s3://{obj.bucket}/{obj.key}"
+        try:
+            head = self._client.head_object(Bucket=obj.bucket, Key=obj.key, **version)
+            size = int(head["ContentLength"])
+            if size > cap:
+                raise TooLarge(f"{where} is {size} bytes; S3_MAX_OBJECT_BYTES is {cap}")
+            data = b""
+            if size > 0:  # a Range on an empty object is an InvalidRange error
+                # Read at most cap+1 bytes: if the object was replaced by a bigger one meanwhile,
+                # we notice without pulling it all into memory.
+                response = self._client.get_object(
+                    Bucket=obj.bucket, Key=obj.key, Range=f"bytes=0-{cap}", **version
+                )
+                data = response["Body"].read(cap + 1)
+        except ClientError as exc:
+            raise _map_client_error(exc, where) from None
+        except (ConnectionError, ReadTimeoutError, BotoCoreError) as exc:
+            raise TransientError(f"RGW unreachable while reading {where}: {exc}") from None
+        if len(data) > cap:
+            raise TooLarge(f"{where} grew beyond S3_MAX_OBJECT_BYTES ({cap}) while reading")
+        return DownloadedObject(
+            bucket=obj.bucket,
+            key=obj.key,
+            version_id=obj.version_id,
+            content_type=head.get("ContentType"),
+            etag=str(head.get("ETag", "")).strip('"') or None,
+            data=data,
+        )
+
+    def put_tags(self, obj: ObjectEvent, tags: Mapping[str, str]) -> None:
+        """Replace the object's tag set (S3 allows 10 tags, 128-char keys, 256-char values)."""
+        version: dict[str, Any] = {"VersionId": obj.version_id} if obj.version_id else {}
+        tag_set: list[Any] = [
+            {"Key": k[:128], "Value": v[:256]} for k, v in list(tags.items())[:10]
+        ]
+        where = f"s3://{obj.bucket}/{obj.key}"
+        try:
+            self._client.put_object_tagging(
+                Bucket=obj.bucket, Key=obj.key, Tagging={"TagSet": tag_set}, **version
+            )
+        except ClientError as exc:
+            raise _map_client_error(exc, where) from None
+        except (ConnectionError, ReadTimeoutError, BotoCoreError) as exc:
+            raise TransientError(f"RGW unreachable while tagging {where}: {exc}") from None
+
+
+_GONE = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+def _map_client_error(exc: ClientError, where: str) -> EventError:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in _GONE or status == 404:
+        return ObjectGone(f"{where} does not exist (any more)")
+    if code in _DENIED or status == 403:
+        return Forbidden(f"RGW denied access to {where} ({code or status})")
+    if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "RequestTimeout"}:
+        return TransientError(f"RGW error on {where}: {code or status}")
+    return PermanentError(f"RGW refused the request for {where}: {code or status}")

@@ -1,0 +1,4 @@
+from common.runtime import serve
+from functions.receiver.app import app
+
+serve(app)
