@@ -1,0 +1,237 @@
+"""Server settings from TF Serving-style flags, with environment variables as defaults (Knative).
+
+Precedence: command-line flag > environment variable > built-in default. `ENV_VARS` is the one list
+of variables this server reads (docs/modelserver.md's table is printed from it by
+`python -m modelserver --print-env-table`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelserver.registry import KINDS, ModelSpec
+
+DEFAULT_MODELS = (
+    ModelSpec("mobilenet_v2", "mobilenet_v2"),
+    ModelSpec("efficientnet_lite0", "efficientnet_lite0"),
+)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rgw-knative-inference" / "models"
+
+
+def _default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# name -> (flag it defaults, meaning); order is the documentation order.
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "PORT": ("--port", "gRPC port; Knative sets it to the container port (declare it `h2c`)"),
+    "MODELSERVER_GRPC_PORT": ("--port", "gRPC port when PORT is not set (default 8500)"),
+    "MODELSERVER_REST_PORT": ("--rest_api_port", "REST port, 0 disables REST (default 8501)"),
+    "MODELSERVER_HOST": ("--host", "address to bind (default 127.0.0.1; 0.0.0.0 in containers)"),
+    "MODELSERVER_MODEL_CONFIG_FILE": ("--model_config_file", "JSON model config list"),
+    "MODELSERVER_MODEL_CACHE_DIR": (
+        "--model_cache_dir",
+        "where converted .onnx files are cached "
+        "(default $XDG_CACHE_HOME/rgw-knative-inference/models)",
+    ),
+    "MODELSERVER_INTRA_OP_THREADS": (
+        "--intra_op_threads",
+        "onnxruntime threads per request (default min(4, CPUs))",
+    ),
+    "MODELSERVER_GRPC_WORKERS": ("--grpc_max_workers", "gRPC worker threads (default 8)"),
+    "VISION_API_KEY": (
+        "--vision_api_key",
+        "key the Vision stand-in requires; unset = no key check",
+    ),
+    "VISION_API_KEY_FILE": ("--vision_api_key", "file holding that key (for mounted secrets)"),
+    "MODELSERVER_VISION_MODEL": (
+        "--vision_model",
+        "model behind the Vision stand-in (default efficientnet_lite0)",
+    ),
+    "MODELSERVER_LOG_LEVEL": ("--log_level", "DEBUG, INFO, WARNING (default INFO)"),
+}
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work together; the message names the flag or variable."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    models: tuple[ModelSpec, ...] = DEFAULT_MODELS
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    intra_op_threads: int = field(default_factory=_default_threads)
+    grpc_max_workers: int = 8
+    vision_api_key: str | None = None
+    vision_model: str = "efficientnet_lite0"
+    log_level: str = "INFO"
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _port(value: int, what: str) -> int:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{what} {value} is not a TCP port")
+    return value
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    grpc_default = _env_int(env, "PORT", _env_int(env, "MODELSERVER_GRPC_PORT", 8500))
+    parser = argparse.ArgumentParser(
+        prog="python -m modelserver",
+        description="TensorFlow Serving-compatible model server (gRPC + REST) on onnxruntime. "
+        "Subcommand: `python -m modelserver convert` builds the ONNX cache ahead of time.",
+    )
+    parser.add_argument("--port", type=int, default=grpc_default, help="gRPC port (8500)")
+    parser.add_argument(
+        "--rest_api_port",
+        type=int,
+        default=_env_int(env, "MODELSERVER_REST_PORT", 8501),
+        help="REST port (8501); 0 disables the REST API",
+    )
+    parser.add_argument("--host", default=env.get("MODELSERVER_HOST", "127.0.0.1"))
+    parser.add_argument("--model_name", help="serve one model under this name")
+    parser.add_argument(
+        "--model_kind", choices=KINDS, help="kind of --model_name (default: the name)"
+    )
+    parser.add_argument("--model_base_path", type=Path, help="legacy .pth weights for --model_name")
+    parser.add_argument("--model_version", type=int, default=1, help="version of --model_name")
+    parser.add_argument(
+        "--model_config_file",
+        type=Path,
+        default=env.get("MODELSERVER_MODEL_CONFIG_FILE") or None,
+        help='JSON: {"model_config_list": {"config": [{"name", "model_kind", '
+        '"base_path"?, "version"?}, ...]}}',
+    )
+    parser.add_argument(
+        "--model_cache_dir",
+        type=Path,
+        default=env.get("MODELSERVER_MODEL_CACHE_DIR") or default_cache_dir(),
+    )
+    parser.add_argument(
+        "--intra_op_threads",
+        type=int,
+        default=_env_int(env, "MODELSERVER_INTRA_OP_THREADS", _default_threads()),
+    )
+    parser.add_argument(
+        "--grpc_max_workers", type=int, default=_env_int(env, "MODELSERVER_GRPC_WORKERS", 8)
+    )
+    parser.add_argument(
+        "--vision_api_key", default=None, help="require this key on images:annotate"
+    )
+    parser.add_argument(
+        "--vision_model", default=env.get("MODELSERVER_VISION_MODEL", "efficientnet_lite0")
+    )
+    parser.add_argument("--log_level", default=env.get("MODELSERVER_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def _vision_key(flag: str | None, env: Mapping[str, str]) -> str | None:
+    if flag:
+        return flag
+    if env.get("VISION_API_KEY"):
+        return env["VISION_API_KEY"]
+    key_file = env.get("VISION_API_KEY_FILE")
+    if key_file:
+        try:
+            return Path(key_file).read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"VISION_API_KEY_FILE={key_file}: {exc}") from exc
+    return None
+
+
+def read_model_config_file(path: Path) -> tuple[ModelSpec, ...]:
+    """Models from a JSON file shaped like TF Serving's ModelServerConfig in its JSON form."""
+    try:
+        document = json.loads(path.read_text())
+        entries = document["model_config_list"]["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f'--model_config_file {path}: expected JSON {{"model_config_list": {{"config": '
+            f"[...]}}}} ({exc})"
+        ) from exc
+    specs = []
+    for entry in entries:
+        try:
+            name = str(entry["name"])
+            kind = str(entry.get("model_kind") or name)
+            base_path = entry.get("base_path")
+            spec = ModelSpec(
+                name,
+                kind,
+                int(entry.get("version", 1)),
+                Path(base_path) if base_path else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"--model_config_file {path}: bad entry {entry!r}: {exc}") from exc
+        specs.append(spec)
+    if not specs:
+        raise ConfigError(f"--model_config_file {path} lists no models")
+    return tuple(specs)
+
+
+def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> ServerConfig:
+    env = os.environ if env is None else env
+    args = build_parser(env).parse_args(list(argv))
+    if args.model_config_file and args.model_name:
+        raise ConfigError("give either --model_config_file or --model_name, not both")
+    models: tuple[ModelSpec, ...]
+    try:
+        if args.model_config_file:
+            models = read_model_config_file(Path(args.model_config_file))
+        elif args.model_name:
+            models = (
+                ModelSpec(
+                    args.model_name,
+                    args.model_kind or args.model_name,
+                    args.model_version,
+                    args.model_base_path,
+                ),
+            )
+        else:
+            models = DEFAULT_MODELS
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    names = [m.name for m in models]
+    if len({(m.name, m.version) for m in models}) != len(models):
+        raise ConfigError(f"model names/versions repeat: {names}")
+    if args.intra_op_threads < 1 or args.grpc_max_workers < 1:
+        raise ConfigError("--intra_op_threads and --grpc_max_workers must be >= 1")
+    return ServerConfig(
+        host=args.host,
+        grpc_port=_port(args.port, "--port"),
+        rest_port=_port(args.rest_api_port, "--rest_api_port"),
+        models=models,
+        cache_dir=Path(args.model_cache_dir),
+        intra_op_threads=args.intra_op_threads,
+        grpc_max_workers=args.grpc_max_workers,
+        vision_api_key=_vision_key(args.vision_api_key, env),
+        vision_model=args.vision_model,
+        log_level=str(args.log_level).upper(),
+    )
+
+
+def env_table_markdown() -> str:
+    rows = ["| Variable | Flag | Meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{name}` | `{flag}` | {meaning} |" for name, (flag, meaning) in ENV_VARS.items()]
+    return "\n".join(rows)

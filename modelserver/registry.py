@@ -1,0 +1,315 @@
+"""Served models by name and version: their signatures, input validation and predict.
+
+This is the model side of the server (as in KServe: model logic apart from the data plane);
+grpc_api.py, rest_api.py and vision_api.py only translate wire formats to calls on `ServedModel`.
+
+Model kinds:
+- `mobilenet_v2`, `efficientnet_lite0`: input `images` (RGB 0..255, float32 or uint8, NHWC
+  [N, 224, 224, 3]); outputs `probabilities` [N, 1000] float32 and `classes` [N] int64.
+- `image_bytes`: the seed's DT_STRING signature (like the official TF ResNet SavedModel): input
+  `image_bytes` [N] encoded JPEG/PNG, decoded and cropped here; MobileNetV2 behind it; outputs
+  `probabilities` [N, 1001] with index 0 = background and `classes` [N] in 1..1000.
+
+onnxruntime's `InferenceSession.run` is thread-safe, so concurrent requests run in parallel
+against one session per architecture; there is no lock around predict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from modelserver import graphs
+from modelserver.convert import ARCHITECTURES, Architecture, ensure_onnx
+from modelserver.imaging import ImageDecodeError, pixels_from_bytes
+
+log = logging.getLogger("modelserver.registry")
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+MAX_BATCH = 64
+STRING = np.dtype(object)  # how DT_STRING tensors travel inside the server: arrays of bytes
+KINDS = ("mobilenet_v2", "efficientnet_lite0", "image_bytes")
+
+
+class ModelNotFoundError(LookupError):
+    """Unknown model name, version or signature (NOT_FOUND / HTTP 404)."""
+
+
+class InvalidInputError(ValueError):
+    """Request does not fit the signature (INVALID_ARGUMENT / HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One signature input or output. shape uses -1 for the batch dimension."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    accepted_dtypes: tuple[np.dtype[Any], ...] = ()
+
+    def describe(self) -> str:
+        dtypes = "/".join(str(d) if d != STRING else "string" for d in self.accepts())
+        return f"{self.name} ({dtypes} {list(self.shape)})"
+
+    def accepts(self) -> tuple[np.dtype[Any], ...]:
+        return self.accepted_dtypes or (self.dtype,)
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    method_name: str = PREDICT_METHOD
+
+    def input(self, name: str) -> TensorSpec:
+        return next(spec for spec in self.inputs if spec.name == name)
+
+
+IMAGES_SIGNATURE = Signature(
+    inputs=(
+        TensorSpec(
+            graphs.INPUT_NAME,
+            np.dtype(np.float32),
+            (-1, graphs.IMAGE_SIZE, graphs.IMAGE_SIZE, 3),
+            (np.dtype(np.float32), np.dtype(np.uint8)),
+        ),
+    ),
+    outputs=(
+        TensorSpec(graphs.PROBABILITIES, np.dtype(np.float32), (-1, 1000)),
+        TensorSpec(graphs.CLASSES, np.dtype(np.int64), (-1,)),
+    ),
+)
+IMAGE_BYTES_INPUT = "image_bytes"
+IMAGE_BYTES_SIGNATURE = Signature(
+    inputs=(TensorSpec(IMAGE_BYTES_INPUT, STRING, (-1,)),),
+    outputs=(
+        TensorSpec(graphs.PROBABILITIES, np.dtype(np.float32), (-1, 1001)),
+        TensorSpec(graphs.CLASSES, np.dtype(np.int64), (-1,)),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to serve: a name clients use, a kind (see module doc), a version, optional weights."""
+
+    name: str
+    kind: str
+    version: int = 1
+    weights_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"model {self.name}: unknown kind '{self.kind}', expected one of {KINDS}"
+            )
+        if self.version < 1:
+            raise ValueError(f"model {self.name}: version must be >= 1, got {self.version}")
+
+    @property
+    def architecture(self) -> Architecture:
+        return ARCHITECTURES["mobilenet_v2" if self.kind == "image_bytes" else self.kind]
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    """The options every session uses (the benchmark uses the same for its in-process baseline)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle worker threads would otherwise spin on a shared CPU between requests.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+@dataclass
+class ServedModel:
+    spec: ModelSpec
+    session: ort.InferenceSession
+    signatures: dict[str, Signature] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> int:
+        return self.spec.version
+
+    def signature(self, signature_name: str) -> Signature:
+        key = signature_name or DEFAULT_SIGNATURE
+        try:
+            return self.signatures[key]
+        except KeyError:
+            raise ModelNotFoundError(
+                f'Serving signature name: "{key}" not found in signature def; model '
+                f"{self.name} has {sorted(self.signatures)}"
+            ) from None
+
+    def predict(
+        self,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        signature_name: str = DEFAULT_SIGNATURE,
+        output_filter: Sequence[str] = (),
+    ) -> dict[str, npt.NDArray[Any]]:
+        signature = self.signature(signature_name)
+        checked = validate_inputs(signature, inputs)
+        wanted = list(output_filter) or [spec.name for spec in signature.outputs]
+        known = {spec.name for spec in signature.outputs}
+        for name in wanted:
+            if name not in known:
+                raise InvalidInputError(
+                    f"output_filter names '{name}', which is not an output of signature "
+                    f"'{signature_name or DEFAULT_SIGNATURE}' (outputs: {sorted(known)})"
+                )
+        if self.spec.kind == "image_bytes":
+            outputs = self._predict_image_bytes(checked[IMAGE_BYTES_INPUT])
+        else:
+            outputs = self._run(checked[graphs.INPUT_NAME])
+        return {name: outputs[name] for name in wanted}
+
+    def _run(self, images: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
+        pixels = images if images.dtype == np.float32 else images.astype(np.float32)
+        probabilities, classes = self.session.run(
+            [graphs.PROBABILITIES, graphs.CLASSES], {graphs.INPUT_NAME: pixels}
+        )
+        return {graphs.PROBABILITIES: probabilities, graphs.CLASSES: classes}
+
+    def _predict_image_bytes(self, encoded: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
+        batch = []
+        for index, item in enumerate(encoded.reshape(-1)):
+            try:
+                batch.append(pixels_from_bytes(bytes(item)))
+            except ImageDecodeError as exc:
+                raise InvalidInputError(f"{IMAGE_BYTES_INPUT}[{index}]: {exc}") from exc
+        result = self._run(np.stack(batch))
+        # 1001-class layout of TF's ResNet SavedModels: index 0 is "background", class i is i + 1.
+        probabilities = result[graphs.PROBABILITIES]
+        background = np.zeros((probabilities.shape[0], 1), dtype=np.float32)
+        return {
+            graphs.PROBABILITIES: np.concatenate([background, probabilities], axis=1),
+            graphs.CLASSES: result[graphs.CLASSES] + 1,
+        }
+
+
+def validate_inputs(
+    signature: Signature, inputs: Mapping[str, npt.NDArray[Any]]
+) -> dict[str, npt.NDArray[Any]]:
+    """Check names, dtypes and shapes against the signature; messages say what was expected."""
+    expected = {spec.name for spec in signature.inputs}
+    given = set(inputs)
+    if given != expected:
+        wanted = ", ".join(spec.describe() for spec in signature.inputs)
+        missing = sorted(expected - given)
+        extra = sorted(given - expected)
+        problems = []
+        if missing:
+            problems.append(f"missing {missing}")
+        if extra:
+            problems.append(f"unexpected {extra}")
+        raise InvalidInputError(
+            f"input names do not match the signature ({'; '.join(problems)}); "
+            f"expected inputs: {wanted}"
+        )
+    checked: dict[str, npt.NDArray[Any]] = {}
+    batch_sizes = set()
+    for spec in signature.inputs:
+        array = inputs[spec.name]
+        if array.dtype not in spec.accepts():
+            raise InvalidInputError(
+                f"input '{spec.name}' has dtype {_dtype_name(array.dtype)}, expected "
+                f"{' or '.join(_dtype_name(d) for d in spec.accepts())}"
+            )
+        shape_ok = array.ndim == len(spec.shape) and all(
+            want == -1 or want == got for want, got in zip(spec.shape, array.shape, strict=True)
+        )
+        if not shape_ok:
+            raise InvalidInputError(
+                f"input '{spec.name}' has shape {list(array.shape)}, expected {list(spec.shape)} "
+                "(-1 = any batch size)"
+            )
+        if array.shape[0] < 1 or array.shape[0] > MAX_BATCH:
+            raise InvalidInputError(
+                f"input '{spec.name}' has batch size {array.shape[0]}, expected 1..{MAX_BATCH}"
+            )
+        batch_sizes.add(array.shape[0])
+        checked[spec.name] = array
+    return checked
+
+
+_DTYPE_NAMES = {
+    np.dtype(np.float32): "DT_FLOAT",
+    np.dtype(np.uint8): "DT_UINT8",
+    np.dtype(np.int64): "DT_INT64",
+    STRING: "DT_STRING",
+}
+
+
+def _dtype_name(dtype: np.dtype[Any]) -> str:
+    return _DTYPE_NAMES.get(dtype, str(dtype))
+
+
+class ModelRegistry:
+    """All served models, loaded up front; models of one architecture share a session."""
+
+    def __init__(self, cache_dir: Path, intra_op_threads: int) -> None:
+        self.cache_dir = cache_dir
+        self.intra_op_threads = intra_op_threads
+        self._models: dict[str, dict[int, ServedModel]] = {}
+        self._sessions: dict[tuple[str, Path | None], ort.InferenceSession] = {}
+
+    def load(self, spec: ModelSpec) -> ServedModel:
+        key = (spec.architecture.name, spec.weights_path)
+        session = self._sessions.get(key)
+        if session is None:
+            converted = ensure_onnx(spec.architecture, self.cache_dir, spec.weights_path)
+            session = ort.InferenceSession(
+                converted.onnx_bytes,
+                sess_options=session_options(self.intra_op_threads),
+                providers=["CPUExecutionProvider"],
+            )
+            self._sessions[key] = session
+            log.info(
+                "loaded %s (%s) from %s",
+                spec.architecture.name,
+                "built" if converted.built else "cache",
+                converted.path,
+            )
+        signature = IMAGE_BYTES_SIGNATURE if spec.kind == "image_bytes" else IMAGES_SIGNATURE
+        model = ServedModel(spec, session, {DEFAULT_SIGNATURE: signature})
+        self._models.setdefault(spec.name, {})[spec.version] = model
+        log.info("serving model %s version %d (kind %s)", spec.name, spec.version, spec.kind)
+        return model
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> dict[int, ServedModel]:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelNotFoundError(f"Servable not found for request: Latest({name})") from None
+
+    def get(self, name: str, version: int | None = None, label: str | None = None) -> ServedModel:
+        """The model by name, at `version` (default: the latest); labels are not supported."""
+        versions = self.versions(name)
+        if label:
+            raise ModelNotFoundError(f"Unrecognized servable version label: {label}")
+        if version is None:
+            return versions[max(versions)]
+        try:
+            return versions[version]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"Servable not found for request: Specific({name}, {version})"
+            ) from None

@@ -1,0 +1,127 @@
+"""TensorFlow `TensorProto` <-> numpy, by hand (no TensorFlow): dtype, shape, and the values either
+as raw little-endian `tensor_content` or in the typed repeated fields (`float_val`, `int_val`, ...).
+
+Reading follows TF's rules: `tensor_content` wins when present; otherwise the repeated field for
+the dtype holds the values, and fewer values than elements means "repeat the last one" (as
+tf.make_ndarray does for e.g. a single scalar filling a shape). Strings travel as numpy object
+arrays of `bytes`. Writing always uses `tensor_content` (one copy, fastest to parse) except for
+strings, which only have `string_val`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+STRING = np.dtype(object)
+
+# DataType enum -> (numpy dtype, repeated field holding the values when tensor_content is empty)
+_DTYPES: dict[int, tuple[np.dtype[Any], str]] = {
+    types_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val"),
+    types_pb2.DT_DOUBLE: (np.dtype("<f8"), "double_val"),
+    types_pb2.DT_HALF: (np.dtype("<f2"), "half_val"),
+    types_pb2.DT_INT8: (np.dtype("i1"), "int_val"),
+    types_pb2.DT_UINT8: (np.dtype("u1"), "int_val"),
+    types_pb2.DT_INT16: (np.dtype("<i2"), "int_val"),
+    types_pb2.DT_UINT16: (np.dtype("<u2"), "int_val"),
+    types_pb2.DT_INT32: (np.dtype("<i4"), "int_val"),
+    types_pb2.DT_UINT32: (np.dtype("<u4"), "uint32_val"),
+    types_pb2.DT_INT64: (np.dtype("<i8"), "int64_val"),
+    types_pb2.DT_UINT64: (np.dtype("<u8"), "uint64_val"),
+    types_pb2.DT_BOOL: (np.dtype("?"), "bool_val"),
+    types_pb2.DT_STRING: (STRING, "string_val"),
+}
+_ENUM_BY_DTYPE = {np.dtype(dtype.newbyteorder("=")): enum for enum, (dtype, _) in _DTYPES.items()}
+
+
+class TensorConversionError(ValueError):
+    """A TensorProto that cannot become an array (unsupported dtype, inconsistent size)."""
+
+
+def dtype_name(enum: int) -> str:
+    return str(types_pb2.DataType.Name(enum)) if enum in types_pb2.DataType.values() else str(enum)
+
+
+def numpy_dtype(enum: int) -> np.dtype[Any]:
+    try:
+        return _DTYPES[enum][0]
+    except KeyError:
+        raise TensorConversionError(f"unsupported tensor dtype {dtype_name(enum)}") from None
+
+
+def dtype_enum(dtype: np.dtype[Any]) -> int:
+    if dtype == STRING or dtype.kind in "SU":
+        return int(types_pb2.DT_STRING)
+    try:
+        return int(_ENUM_BY_DTYPE[np.dtype(dtype.newbyteorder("="))])
+    except KeyError:
+        raise TensorConversionError(f"numpy dtype {dtype} has no TensorFlow equivalent") from None
+
+
+def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    if proto.tensor_shape.unknown_rank:
+        raise TensorConversionError("tensor has unknown rank; a concrete shape is required")
+    shape = tuple(int(dim.size) for dim in proto.tensor_shape.dim)
+    if any(size < 0 for size in shape):
+        raise TensorConversionError(f"tensor shape {list(shape)} has an unknown dimension")
+    return shape
+
+
+def to_numpy(proto: tensor_pb2.TensorProto) -> npt.NDArray[Any]:
+    """A TensorProto as a numpy array (native byte order; object array of bytes for strings)."""
+    dtype, field = _DTYPES.get(proto.dtype, (None, ""))
+    if dtype is None:
+        raise TensorConversionError(f"unsupported tensor dtype {dtype_name(proto.dtype)}")
+    shape = shape_of(proto)
+    count = int(np.prod(shape, dtype=np.int64))
+    if dtype == STRING:
+        values: npt.NDArray[Any] = np.empty(len(proto.string_val), dtype=object)
+        values[:] = list(proto.string_val)
+    elif proto.tensor_content:
+        if len(proto.tensor_content) != count * dtype.itemsize:
+            raise TensorConversionError(
+                f"tensor_content has {len(proto.tensor_content)} bytes, shape {list(shape)} of "
+                f"{dtype_name(proto.dtype)} needs {count * dtype.itemsize}"
+            )
+        return (
+            np.frombuffer(proto.tensor_content, dtype=dtype)
+            .reshape(shape)
+            .astype(dtype.newbyteorder("="), copy=False)
+        )
+    elif dtype == np.dtype("<f2"):
+        # half_val carries the IEEE half bit patterns in int32 slots.
+        values = np.asarray(proto.half_val, dtype=np.uint16).view(np.float16)
+    else:
+        values = np.asarray(getattr(proto, field), dtype=dtype)
+    if values.size == count:
+        return values.reshape(shape)
+    if 0 < values.size < count:
+        filled = np.empty(count, dtype=values.dtype)
+        filled[: values.size] = values
+        filled[values.size :] = values[-1]
+        return filled.reshape(shape)
+    raise TensorConversionError(
+        f"tensor of shape {list(shape)} needs {count} values, got {values.size} in {field}"
+    )
+
+
+def from_numpy(array: npt.ArrayLike) -> tensor_pb2.TensorProto:
+    """A numpy array (or nested list / bytes sequence) as a TensorProto."""
+    values = np.asarray(array)
+    proto = tensor_pb2.TensorProto(dtype=dtype_enum(values.dtype))
+    proto.tensor_shape.CopyFrom(
+        tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(n)) for n in values.shape]
+        )
+    )
+    if proto.dtype == types_pb2.DT_STRING:
+        proto.string_val.extend(
+            item if isinstance(item, bytes) else str(item).encode() for item in values.reshape(-1)
+        )
+    else:
+        little_endian = values.astype(values.dtype.newbyteorder("<"), copy=False)
+        proto.tensor_content = np.ascontiguousarray(little_endian).tobytes()
+    return proto
