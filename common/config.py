@@ -108,10 +108,9 @@ class Env:
             return None
         try:
             return parse(value)
-        except (ValueError, ConfigError) as exc:
+        except (ValueError, ConfigError):
             shown = "<secret>" if var.secret else repr(value)
-            detail = f" ({exc})" if str(exc) and not var.secret else ""
-            raise ConfigError(f"{var.name}: expected {what}, got {shown}{detail}") from None
+            raise ConfigError(f"{var.name}: expected {what}, got {shown}") from None
 
     def string(self, var: EnvVar) -> str | None:
         return self.raw(var)
