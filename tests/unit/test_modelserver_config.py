@@ -1,0 +1,59 @@
+"""Flags and environment variables of `python -m modelserver`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelserver.config import ConfigError, parse_config
+
+
+def test_defaults_serve_both_models_on_tf_serving_ports() -> None:
+    config = parse_config([], env={})
+    assert (config.host, config.grpc_port, config.rest_port) == ("127.0.0.1", 8500, 8501)
+    assert [(m.name, m.kind) for m in config.models] == [
+        ("mobilenet_v2", "mobilenet_v2"),
+        ("efficientnet_lite0", "efficientnet_lite0"),
+    ]
+    assert config.vision_api_key is None
+
+
+def test_knative_port_and_env_defaults_flags_win(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n")
+    env = {"PORT": "9000", "MODELSERVER_REST_PORT": "0", "VISION_API_KEY_FILE": str(key_file)}
+    config = parse_config([], env=env)
+    assert (config.grpc_port, config.rest_port, config.vision_api_key) == (9000, 0, "s3cret")
+    assert parse_config(["--port", "9100"], env=env).grpc_port == 9100
+
+
+def test_single_model_with_kind() -> None:
+    config = parse_config(["--model_name", "resnet", "--model_kind", "image_bytes"], env={})
+    assert [(m.name, m.kind, m.version) for m in config.models] == [("resnet", "image_bytes", 1)]
+
+
+def test_unknown_kind_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown kind 'resnet'"):
+        parse_config(["--model_name", "resnet"], env={})
+
+
+def test_model_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "models.json"
+    entries = [{"name": "a", "model_kind": "efficientnet_lite0", "version": 3}, {"name": "b"}]
+    path.write_text(json.dumps({"model_config_list": {"config": entries}}))
+    with pytest.raises(ConfigError, match="unknown kind 'b'"):
+        parse_config(["--model_config_file", str(path)], env={})
+    entries[1]["model_kind"] = "image_bytes"
+    path.write_text(json.dumps({"model_config_list": {"config": entries}}))
+    config = parse_config(["--model_config_file", str(path)], env={})
+    assert [(m.name, m.kind, m.version) for m in config.models] == [
+        ("a", "efficientnet_lite0", 3),
+        ("b", "image_bytes", 1),
+    ]
+
+
+def test_bad_env_integer_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="MODELSERVER_REST_PORT"):
+        parse_config([], env={"MODELSERVER_REST_PORT": "http"})
