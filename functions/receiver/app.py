@@ -11,6 +11,7 @@ log = logging.getLogger("receiver")
 
 class Receiver(Function):
     name = "receiver"
+    blocking = False  # it only writes log lines
 
     def handle(self, delivery: Delivery) -> None:
         for obj in delivery.objects:
