@@ -2,4 +2,10 @@
 
 pytest_plugins = [
     "tests.fixtures.logs",
+    "tests.fixtures.rgw",
+    "tests.fixtures.rabbitmq",
+    "tests.fixtures.recorder",
+    "tests.fixtures.modelserver",
+    "tests.fixtures.resnet",
+    "tests.fixtures.vision",
 ]
