@@ -1,0 +1,174 @@
+"""`python -m source {http,amqp}`: RGW bucket notifications -> CloudEvents -> a Knative sink.
+
+Every flag falls back to an environment variable (named in --help), so a Knative ContainerSource
+or SinkBinding configures the source with `env:` alone (K_SINK, K_CE_OVERRIDES are injected).
+A bad or missing setting ends the process with one line naming it, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from common.config import (
+    DEAD_LETTER_URL,
+    HOST,
+    K_SINK,
+    LOG_LEVEL,
+    PORT,
+    ConfigError,
+    Env,
+    EnvVar,
+    S3Settings,
+)
+from common.logs import configure_logging
+from common.notifications import NotificationError, SpecError
+from source import settings as s
+from source.amqp_consumer import AmqpSettings, BrokerUnavailable, declare_topology
+from source.service import run_amqp, run_http
+from source.settings import DeliverySettings, parse_events
+from source.setup import SetupRequest, run_setup
+
+log = logging.getLogger("source")
+WAYS = ("http", "amqp")
+
+
+def _flag(
+    parser: argparse._ActionsContainer, flag: str, var: EnvVar, help: str, **kwargs: object
+) -> None:
+    default = f", default {var.default}" if var.default is not None else ""
+    parser.add_argument(flag, dest=var.name, help=f"{help} [env {var.name}{default}]", **kwargs)  # type: ignore[arg-type]
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    delivery = parser.add_argument_group("delivery")
+    _flag(delivery, "--sink", K_SINK, "URL CloudEvents are POSTed to (binary mode)")
+    _flag(delivery, "--dead-letter-url", DEAD_LETTER_URL, "where refused (4xx) events go")
+    _flag(delivery, "--concurrency", s.SINK_CONCURRENCY, "most requests to the sink at once")
+    _flag(delivery, "--timeout", s.SINK_TIMEOUT, "seconds per delivery attempt")
+    _flag(delivery, "--deadline", s.DELIVERY_DEADLINE, "seconds of retries before handing back")
+    _flag(delivery, "--backoff", s.RETRY_BACKOFF, "first retry delay, seconds (doubles)")
+    _flag(delivery, "--backoff-max", s.RETRY_BACKOFF_MAX, "longest retry delay, seconds")
+    _flag(delivery, "--drain-timeout", s.DRAIN_TIMEOUT, "seconds SIGTERM waits for deliveries")
+    _flag(delivery, "--region", s.SOURCE_REGION, "region for `source` if a record has none")
+    _flag(delivery, "--log-level", LOG_LEVEL, "DEBUG, INFO, WARNING or ERROR")
+
+    setup = parser.add_argument_group("set-up on start (idempotent; needs AWS_* for RGW)")
+    _flag(setup, "--setup-bucket", s.SETUP_BUCKET, "bucket whose events to subscribe to")
+    _flag(setup, "--topic", s.SETUP_TOPIC, "RGW topic name (the AMQP routing key)")
+    _flag(setup, "--events", s.SETUP_EVENTS, "comma-separated S3 events, or created,removed")
+    _flag(setup, "--prefix", s.SETUP_PREFIX, "only keys starting with this")
+    _flag(setup, "--suffix", s.SETUP_SUFFIX, "only keys ending with one of these (comma-sep.)")
+    _flag(setup, "--notification-id", s.SETUP_NOTIFICATION_ID, "the notification's Id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m source",
+        description="Forward Ceph RGW bucket notifications to a Knative sink as CloudEvents "
+        "1.0, at least once. The way in is the sub-command, or $SOURCE_MODE.",
+    )
+    ways = parser.add_subparsers(dest="way", metavar="{http,amqp}")
+    http = ways.add_parser("http", help="receive RGW's HTTP pushes (persistent topic)")
+    _flag(http, "--listen", s.SOURCE_LISTEN, "host:port to listen on (default $HOST:$PORT)")
+    _flag(http, "--push-endpoint", s.SOURCE_PUSH_ENDPOINT, "URL RGW pushes to (set-up only)")
+    _common_flags(http)
+    amqp = ways.add_parser("amqp", help="consume RGW's events from a RabbitMQ queue")
+    _flag(amqp, "--url", s.AMQP_URL, "broker URL, amqp://host:port[/vhost]")
+    _flag(amqp, "--queue", s.AMQP_QUEUE, "durable queue to consume (declared)")
+    _flag(amqp, "--exchange", s.AMQP_EXCHANGE, "topic exchange RGW publishes to (declared)")
+    _flag(amqp, "--prefetch", s.AMQP_PREFETCH, "most unacked messages in flight")
+    _flag(amqp, "--health-port", s.SOURCE_HEALTH_PORT, "health/metrics port (default $PORT)")
+    _common_flags(amqp)
+    return parser
+
+
+def _environ(args: argparse.Namespace, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment with every given flag written over its variable: one place validates
+    both."""
+    environ = dict(base)
+    for name, value in vars(args).items():
+        if name != "way" and value is not None:
+            environ[name] = str(value)
+    return environ
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: expected host:port, got {value!r}")
+    return host, int(port)
+
+
+def _setup_request(env: Env, way: str, endpoint: str, exchange: str | None) -> SetupRequest | None:
+    bucket = env.string(s.SETUP_BUCKET)
+    if not bucket:
+        return None
+    topic = env.string(s.SETUP_TOPIC)
+    if topic is None:
+        topic = env.string(s.AMQP_QUEUE) if way == "amqp" else f"knative-source-{bucket}"
+    suffixes = env.csv(s.SETUP_SUFFIX)
+    return SetupRequest(
+        bucket=bucket,
+        topic=topic or f"knative-source-{bucket}",
+        endpoint=endpoint,
+        events=parse_events(env.required_str(s.SETUP_EVENTS)),
+        prefix=env.string(s.SETUP_PREFIX),
+        suffixes=suffixes,
+        notification_id=env.string(s.SETUP_NOTIFICATION_ID),
+        amqp_exchange=exchange,
+    )
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    merged = _environ(args, os.environ if environ is None else environ)
+    env = Env(merged)
+    way = args.way or (env.string(s.SOURCE_MODE) or "").lower()
+    try:
+        if way not in WAYS:
+            raise ConfigError("name the way in: `python -m source http|amqp` (or SOURCE_MODE)")
+        delivery = DeliverySettings.from_env(merged)
+        host = env.required_str(HOST)
+        configure_logging((env.string(LOG_LEVEL) or "INFO").upper(), {"component": "source"})
+        if way == "http":
+            listen = env.string(s.SOURCE_LISTEN) or f"{host}:{env.integer(PORT, 1, 65535)}"
+            listen_host, listen_port = _host_port(listen, s.SOURCE_LISTEN.name)
+            endpoint = env.string(s.SOURCE_PUSH_ENDPOINT) or f"http://{listen}/"
+            request = _setup_request(env, way, endpoint, None)
+            if request is not None:
+                run_setup(request, S3Settings.from_env(merged))
+            asyncio.run(run_http(delivery, listen_host, listen_port))
+        else:
+            amqp = AmqpSettings(
+                url=env.required_str(s.AMQP_URL),
+                queue=env.required_str(s.AMQP_QUEUE),
+                exchange=env.required_str(s.AMQP_EXCHANGE),
+                routing_key=env.string(s.SETUP_TOPIC) or env.required_str(s.AMQP_QUEUE),
+                prefetch=env.integer(s.AMQP_PREFETCH, 1, 65535),
+                drain_timeout=delivery.drain_timeout,
+            )
+            health_port = (
+                env.integer(s.SOURCE_HEALTH_PORT, 1, 65535)
+                if env.string(s.SOURCE_HEALTH_PORT)
+                else env.integer(PORT, 1, 65535)
+            )
+            request = _setup_request(env, way, amqp.url, amqp.exchange)
+            if request is not None:
+                # RGW publishes to the exchange: it must exist before the first event.
+                declare_topology(amqp)
+                run_setup(request, S3Settings.from_env(merged))
+            asyncio.run(run_amqp(delivery, amqp, host, health_port))
+    except (ConfigError, SpecError, NotificationError, BrokerUnavailable) as exc:
+        sys.stderr.write(f"source: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

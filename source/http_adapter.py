@@ -1,0 +1,71 @@
+"""The HTTP receive adapter: RGW pushes notifications here (persistent topic), we forward them.
+
+RGW hears 2xx only once the sink accepted (or the dead letter took) every record of its request;
+otherwise 503, and RGW keeps the entry in its persistent queue and pushes it again later. So
+nothing is lost while the sink or the functions are down, and a redelivered record maps to the
+same CloudEvent id.
+
+Routes: `POST <any path>` (RGW's push endpoint), `GET /health/liveness`, `GET /health/readiness`,
+`GET /metrics`. The same operations routes serve the AMQP way (`operations_routes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from source.metrics import SourceMetrics
+from source.pipeline import Pipeline
+
+# RGW 16.2 pushes one record per request; this leaves room for AWS-style batches.
+MAX_PUSH_BYTES = 4 * 1024 * 1024
+
+
+def operations_routes(metrics: SourceMetrics, ready: Callable[[], bool]) -> list[Route]:
+    async def liveness(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readiness(_: Request) -> Response:
+        if ready():
+            return PlainTextResponse("ready")
+        return PlainTextResponse("not ready", status_code=503)
+
+    async def prometheus(_: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return [
+        Route("/health/liveness", liveness, methods=["GET"]),
+        Route("/health/readiness", readiness, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+    ]
+
+
+def create_http_app(
+    pipeline: Pipeline, metrics: SourceMetrics, ready: Callable[[], bool]
+) -> Starlette:
+    async def receive(request: Request) -> Response:
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > MAX_PUSH_BYTES:
+            return PlainTextResponse("push body too large", status_code=413)
+        body = await request.body()
+        if len(body) > MAX_PUSH_BYTES:
+            return PlainTextResponse("push body too large", status_code=413)
+        result = await pipeline.handle(request.headers, body)
+        if not result.settled:
+            # RGW keeps the entry and pushes it again; records of this push that already got
+            # through will come again with the same ids (at least once).
+            return PlainTextResponse("sink unavailable, retry later", status_code=503)
+        if result.rejected:
+            return PlainTextResponse(f"unusable notification: {result.invalid}", status_code=400)
+        return PlainTextResponse("ok")
+
+    routes = [
+        *operations_routes(metrics, ready),
+        Route("/{path:path}", receive, methods=["POST", "PUT"]),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,70 @@
+"""Set-up on start: the RGW topic and the bucket notification that point at this source.
+
+Idempotent (common.notifications upserts both), so every replica may run it on every start.
+Topics are always persistent: RGW queues events in RADOS and retries them until the source (HTTP)
+or the broker (AMQP) takes them, so nothing is lost while the source is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from common.config import S3Settings
+from common.notifications import NotificationSpec, TopicSpec, setup
+from common.s3 import make_s3_client, make_sns_client
+
+log = logging.getLogger("source.setup")
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    bucket: str
+    topic: str
+    endpoint: str
+    events: tuple[str, ...] = ("s3:ObjectCreated:*",)
+    prefix: str | None = None
+    suffixes: tuple[str, ...] = ()
+    notification_id: str | None = None
+    amqp_exchange: str | None = None
+
+    def topic_spec(self) -> TopicSpec:
+        amqp = self.amqp_exchange is not None
+        return TopicSpec(
+            name=self.topic,
+            endpoint=self.endpoint,
+            persistent=True,
+            amqp_exchange=self.amqp_exchange,
+            amqp_ack_level="broker" if amqp else None,
+        )
+
+    def notification_spec(self) -> NotificationSpec:
+        return NotificationSpec(
+            id=self.notification_id or self.topic,
+            topic=self.topic,
+            events=self.events,
+            prefix=self.prefix,
+            suffixes=self.suffixes,
+        )
+
+
+def run_setup(request: SetupRequest, s3_settings: S3Settings) -> None:
+    # Build both specs first: a bad event name or filter stops us before touching RGW.
+    topic, notification = request.topic_spec(), request.notification_spec()
+    result = setup(
+        make_s3_client(s3_settings),
+        make_sns_client(s3_settings),
+        request.bucket,
+        topic,
+        notification,
+    )
+    log.info(
+        "bucket notification in place",
+        extra={
+            "bucket": request.bucket,
+            "topic_arn": result.topic_arn,
+            "endpoint": request.endpoint.split("@")[-1],
+            "events": list(request.events),
+            "changed": result.notification_changed,
+        },
+    )
