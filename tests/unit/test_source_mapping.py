@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +15,23 @@ from common.errors import UnsupportedPayload
 from source.mapping import event_id, parse_body, records_of, to_cloudevent, with_overrides
 from source.settings import parse_events, parse_overrides
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "source" / "rgw-http-push.json"
+# One real RGW 16.2 HTTP push body, captured verbatim.
+SAMPLE_BODY = (
+    '{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026'
+    '-11-28T21:38:19.047572Z","eventName":"ObjectCreated:Put","userIdentity":{"principalId":"te'
+    'st"},"requestParameters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"29'
+    'a3e1a5-1bd7-41c0-aeb9-75a6e5b89b31.4103.15529224489236044131","x-amz-id-2":"1007-default-d'
+    'efault"},"s3":{"s3SchemaVersion":"1.0","configurationId":"n1","bucket":{"name":"nbkt-false'
+    '","ownerIdentity":{"principalId":"test"},"arn":"arn:aws:s3:::nbkt-false","id":"29a3e1a5-1b'
+    'd7-41c0-aeb9-75a6e5b89b31.4105.3"},"object":{"key":"dir/hello world.txt","size":12,"eTag":'
+    '"464112632546a9e393a2fd8dde8000e7","versionId":"","sequencer":"CB490B6B7CC10B03","metadata'
+    '":[{"key":"x-amz-meta-foo","val":"bar"}],"tags":[]}},"eventId":"1795901899.051102.46411263'
+    '2546a9e393a2fd8dde8000e7","opaqueData":"opaque-123"}]}'
+).encode()
 
 
 def rgw_record() -> dict[str, Any]:
-    """One real RGW 16.2 HTTP push record (captured verbatim)."""
-    record: dict[str, Any] = json.loads(SAMPLE.read_text())["Records"][0]
+    record: dict[str, Any] = json.loads(SAMPLE_BODY)["Records"][0]
     return record
 
 
@@ -137,7 +147,7 @@ def test_overrides_apply_to_events_rgw_made_itself() -> None:
             "ce-source": "ceph:s3.default.b",
             "content-type": "application/json",
         },
-        SAMPLE.read_bytes(),
+        SAMPLE_BODY,
     )
     event = with_overrides(rgw_made, {"team": "vision"})
     assert event.get_extension("team") == "vision"
@@ -166,7 +176,7 @@ def test_no_overrides() -> None:
 
 
 def test_push_bodies() -> None:
-    assert len(parse_body(SAMPLE.read_bytes())) == 1
+    assert len(parse_body(SAMPLE_BODY)) == 1
     assert records_of(rgw_record()) == [rgw_record()]
     for body in (b"{", b'{"Records": []}', b'{"Records": [1]}', b'{"hello": 1}', b"[]"):
         with pytest.raises(UnsupportedPayload):
