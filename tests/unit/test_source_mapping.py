@@ -17,17 +17,17 @@ from source.settings import parse_events, parse_overrides
 
 # One real RGW 16.2 HTTP push body, captured verbatim.
 SAMPLE_BODY = (
-    '{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026'
-    '-11-28T21:38:19.047572Z","eventName":"ObjectCreated:Put","userIdentity":{"principalId":"te'
-    'st"},"requestParameters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"29'
-    'a3e1a5-1bd7-41c0-aeb9-75a6e5b89b31.4103.15529224489236044131","x-amz-id-2":"1007-default-d'
-    'efault"},"s3":{"s3SchemaVersion":"1.0","configurationId":"n1","bucket":{"name":"nbkt-false'
-    '","ownerIdentity":{"principalId":"test"},"arn":"arn:aws:s3:::nbkt-false","id":"29a3e1a5-1b'
-    'd7-41c0-aeb9-75a6e5b89b31.4105.3"},"object":{"key":"dir/hello world.txt","size":12,"eTag":'
-    '"464112632546a9e393a2fd8dde8000e7","versionId":"","sequencer":"CB490B6B7CC10B03","metadata'
-    '":[{"key":"x-amz-meta-foo","val":"bar"}],"tags":[]}},"eventId":"1795901899.051102.46411263'
-    '2546a9e393a2fd8dde8000e7","opaqueData":"opaque-123"}]}'
-).encode()
+    b'{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026'
+    b'-11-28T21:38:19.047572Z","eventName":"ObjectCreated:Put","userIdentity":{"principalId":"te'
+    b'st"},"requestParameters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"29'
+    b'a3e1a5-1bd7-41c0-aeb9-75a6e5b89b31.4103.15529224489236044131","x-amz-id-2":"1007-default-d'
+    b'efault"},"s3":{"s3SchemaVersion":"1.0","configurationId":"n1","bucket":{"name":"nbkt-false'
+    b'","ownerIdentity":{"principalId":"test"},"arn":"arn:aws:s3:::nbkt-false","id":"29a3e1a5-1b'
+    b'd7-41c0-aeb9-75a6e5b89b31.4105.3"},"object":{"key":"dir/hello world.txt","size":12,"eTag":'
+    b'"464112632546a9e393a2fd8dde8000e7","versionId":"","sequencer":"CB490B6B7CC10B03","metadata'
+    b'":[{"key":"x-amz-meta-foo","val":"bar"}],"tags":[]}},"eventId":"1795901899.051102.46411263'
+    b'2546a9e393a2fd8dde8000e7","opaqueData":"opaque-123"}]}'
+)
 
 
 def rgw_record() -> dict[str, Any]:
