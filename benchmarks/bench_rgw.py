@@ -1,0 +1,261 @@
+"""RGW figures: cluster cold start, and upload -> notification received latency.
+
+    .venv/bin/python benchmarks/bench_rgw.py [--uploads 200] [--starts 5]
+
+Starts its own throwaway RGW (scripts/rgw-up.sh) and RabbitMQ (scripts/rabbitmq-up.sh) on free
+loopback ports and removes them afterwards. Prints a Markdown table.
+
+- cold start: empty directory -> S3 answers and the user exists (rgw-up.sh wall time).
+- latency: time from just before PutObject to the moment the receiver has the event, for
+  `--uploads` sequential 1 KiB uploads. The receivers run in this process (HTTP server thread,
+  AMQP consumer thread) so both ends use the same clock. A plain PUT on a bucket without
+  notifications is measured alongside as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pika
+from botocore.config import Config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from common.notifications import NotificationSpec, TopicSpec, setup  # noqa: E402
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
+
+EXCHANGE = "bench"
+WARM_UP_TIMEOUT = 45.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_script(name: str, *args: str) -> dict[str, str]:
+    done = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr}")
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+def cold_starts(count: int, workdir: Path) -> list[float]:
+    seconds = []
+    for i in range(count):
+        data_dir = workdir / f"cold-{i}"
+        started = time.perf_counter()
+        run_script("rgw-up.sh", str(data_dir), str(free_port()))
+        seconds.append(time.perf_counter() - started)
+        run_script("rgw-down.sh", str(data_dir), "--purge")
+    return seconds
+
+
+class Arrivals:
+    """Arrival time of each object key, filled by the receiver threads."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.cond = threading.Condition()
+
+    def note(self, body: bytes) -> None:
+        now = time.perf_counter()
+        for record in json.loads(body)["Records"]:
+            with self.cond:
+                self.times.setdefault(record["s3"]["object"]["key"], now)
+                self.cond.notify_all()
+
+    def wait(self, key: str, timeout: float) -> float:
+        with self.cond:
+            if not self.cond.wait_for(lambda: key in self.times, timeout):
+                raise SystemExit(f"no event for {key} within {timeout}s")
+            return self.times[key]
+
+
+@contextmanager
+def http_receiver(arrivals: Arrivals) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            arrivals.note(body)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/events"
+    finally:
+        server.shutdown()
+
+
+@contextmanager
+def amqp_receiver(url: str, routing_key: str, arrivals: Arrivals) -> Iterator[None]:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, EXCHANGE, routing_key=routing_key)
+    channel.basic_consume(queue, lambda ch, method, props, body: arrivals.note(body), auto_ack=True)
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            connection.process_data_events(time_limit=0.05)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        connection.close()
+
+
+def measure(
+    s3: S3Client, bucket: str, uploads: int, arrivals: Arrivals | None, prefix: str
+) -> list[float]:
+    latencies = []
+    body = b"x" * 1024
+    for i in range(uploads):
+        key = f"{prefix}/{i:05d}"
+        started = time.perf_counter()
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        done = time.perf_counter() if arrivals is None else arrivals.wait(key, 30.0)
+        latencies.append(done - started)
+    return latencies
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def clients(settings: dict[str, str]) -> tuple[S3Client, SNSClient]:
+    kwargs: dict[str, Any] = {
+        "endpoint_url": settings["RGW_ENDPOINT"],
+        "aws_access_key_id": settings["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": settings["AWS_SECRET_ACCESS_KEY"],
+        "region_name": "default",
+    }
+    s3_config = Config(
+        s3={"addressing_style": "path"}, request_checksum_calculation="when_required"
+    )
+    s3 = boto3.client("s3", config=s3_config, **kwargs)
+    return s3, boto3.client("sns", **kwargs)
+
+
+def subscribe(s3: S3Client, sns: SNSClient, bucket: str, topic: TopicSpec) -> None:
+    s3.create_bucket(Bucket=bucket)
+    setup(s3, sns, bucket, topic, NotificationSpec(topic.name, topic.name))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uploads", type=int, default=200)
+    parser.add_argument("--starts", type=int, default=5)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-rgw-"))
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        starts = cold_starts(args.starts, workdir)
+        rows.append(
+            (
+                f"cold start to S3 answering (n={len(starts)})",
+                f"{statistics.median(starts):.2f} s",
+                "-",
+                f"min {min(starts):.2f} s, max {max(starts):.2f} s",
+            )
+        )
+        rgw_dir, rmq_dir = workdir / "rgw", workdir / "rabbitmq"
+        settings = run_script("rgw-up.sh", str(rgw_dir), str(free_port()))
+        amqp_url = run_script("rabbitmq-up.sh", str(rmq_dir), str(free_port()))["AMQP_URL"]
+        s3, sns = clients(settings)
+        try:
+            rows += latency_rows(s3, sns, amqp_url, args.uploads)
+        finally:
+            run_script("rabbitmq-down.sh", str(rmq_dir), "--purge")
+            run_script("rgw-down.sh", str(rgw_dir), "--purge")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("| what | p50 / median | p99 | notes |\n| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def latency_rows(
+    s3: S3Client, sns: SNSClient, amqp_url: str, uploads: int
+) -> list[tuple[str, str, str, str]]:
+    rows = []
+    n = uploads
+
+    def row(name: str, values: list[float], note: str) -> None:
+        rows.append((name, ms(percentile(values, 50)), ms(percentile(values, 99)), note))
+
+    s3.create_bucket(Bucket="bench-plain")
+    row(f"plain PUT, no notification (n={n})", measure(s3, "bench-plain", n, None, "p"),
+        "baseline: PutObject round trip")  # fmt: skip
+
+    arrivals = Arrivals()
+    with http_receiver(arrivals) as url:
+        subscribe(s3, sns, "bench-http", TopicSpec("bench-http", url))
+        row(f"PUT -> HTTP push, non-persistent (n={n})",
+            measure(s3, "bench-http", n, arrivals, "h"), "pushed inside the PUT")  # fmt: skip
+
+        subscribe(s3, sns, "bench-persist", TopicSpec("bench-persist", url, persistent=True))
+        warm_started = time.perf_counter()
+        s3.put_object(Bucket="bench-persist", Key="warm/0", Body=b"x")
+        warm = arrivals.wait("warm/0", WARM_UP_TIMEOUT) - warm_started
+        row(f"PUT -> HTTP push, persistent, warm (n={n})",
+            measure(s3, "bench-persist", n, arrivals, "q"),
+            f"first event of the new topic took {warm:.1f} s (queue-list rescan)")  # fmt: skip
+
+    with amqp_receiver(amqp_url, "bench-amqp", arrivals):
+        topic = TopicSpec("bench-amqp", amqp_url, amqp_exchange=EXCHANGE)
+        subscribe(s3, sns, "bench-amqp", topic)
+        row(f"PUT -> AMQP (RabbitMQ), non-persistent (n={n})",
+            measure(s3, "bench-amqp", n, arrivals, "a"), "ack level broker")  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    main()
