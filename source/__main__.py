@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(amqp, "--exchange", s.AMQP_EXCHANGE, "topic exchange RGW publishes to (declared)")
     _flag(amqp, "--prefetch", s.AMQP_PREFETCH, "most unacked messages in flight")
     _flag(amqp, "--health-port", s.SOURCE_HEALTH_PORT, "health/metrics port (default $PORT)")
+    _flag(amqp, "--push-endpoint", s.SOURCE_PUSH_ENDPOINT, "broker URL RGW uses (set-up only)")
     _common_flags(amqp)
     return parser
 
@@ -158,7 +159,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 if env.string(s.SOURCE_HEALTH_PORT)
                 else env.integer(PORT, 1, 65535)
             )
-            request = _setup_request(env, way, amqp.url, amqp.exchange)
+            # RGW 16.2 refuses a password in an amqp:// endpoint: the consumer's URL may carry
+            # one, so RGW's can be set apart.
+            endpoint = env.string(s.SOURCE_PUSH_ENDPOINT) or amqp.url
+            request = _setup_request(env, way, endpoint, amqp.exchange)
             if request is not None:
                 # RGW publishes to the exchange: it must exist before the first event.
                 declare_topology(amqp)

@@ -44,8 +44,9 @@ SOURCE_HEALTH_PORT = env_var(
 )
 SOURCE_PUSH_ENDPOINT = env_var(
     "SOURCE_PUSH_ENDPOINT",
-    "HTTP way, with set-up: the URL RGW pushes to (default http://<listen address>/). "
-    "On Kubernetes, the source Service's URL.",
+    "Set-up: the endpoint RGW pushes to. HTTP way: default http://<listen address>/ (on "
+    "Kubernetes, the source Service's URL). AMQP way: default AMQP_URL (give one without a "
+    "password: RGW 16.2 refuses it over amqp://).",
     SOURCE,
 )
 SOURCE_REGION = env_var(
