@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-COMMAND_GROUPS: tuple[str, ...] = ("common.cli_notifications",)
+COMMAND_GROUPS: tuple[str, ...] = ("common.cli_notifications", "common.cli_pipeline")
 
 Runner = Callable[[argparse.Namespace], int]
 
