@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (torch and its stubs live only in the throwaway venv this script runs in, not in the project venv)
 """Compute golden top-5 outputs of the shipped ImageNet models with a PyTorch reference.
 
 This is the only place torch is used. It rebuilds both architectures as plain torch modules

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import httpx
 import numpy as np
@@ -118,7 +119,9 @@ def test_predict_image_bytes_with_b64(modelserver: ModelServer) -> None:
     ],
     ids=["bad-shape", "bad-name", "both-formats", "not-numbers"],
 )
-def test_bad_predict_requests_are_400(modelserver: ModelServer, body: dict, expected: str) -> None:
+def test_bad_predict_requests_are_400(
+    modelserver: ModelServer, body: dict[str, Any], expected: str
+) -> None:
     response = httpx.post(modelserver.rest_url + "/v1/models/mobilenet_v2:predict", json=body)
     assert response.status_code == 400
     assert expected in response.json()["error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ BAD_KEY = {
 }
 
 
-def _label_request(content: bytes, max_results: int = 5) -> dict:
+def _label_request(content: bytes, max_results: int = 5) -> dict[str, Any]:
     return {
         "image": {"content": base64.b64encode(content).decode()},
         "features": [{"type": "LABEL_DETECTION", "maxResults": max_results}],
@@ -62,7 +63,9 @@ def test_key_in_header_works(modelserver: ModelServer) -> None:
 
 
 @pytest.mark.parametrize("params", [{}, {"key": "wrong"}], ids=["missing", "wrong"])
-def test_missing_or_wrong_key_is_googles_400(modelserver: ModelServer, params: dict) -> None:
+def test_missing_or_wrong_key_is_googles_400(
+    modelserver: ModelServer, params: dict[str, str]
+) -> None:
     response = httpx.post(
         modelserver.rest_url + ANNOTATE,
         params=params,

@@ -41,7 +41,10 @@ def test_unknown_kind_is_a_config_error() -> None:
 
 def test_model_config_file(tmp_path: Path) -> None:
     path = tmp_path / "models.json"
-    entries = [{"name": "a", "model_kind": "efficientnet_lite0", "version": 3}, {"name": "b"}]
+    entries: list[dict[str, object]] = [
+        {"name": "a", "model_kind": "efficientnet_lite0", "version": 3},
+        {"name": "b"},
+    ]
     path.write_text(json.dumps({"model_config_list": {"config": entries}}))
     with pytest.raises(ConfigError, match="unknown kind 'b'"):
         parse_config(["--model_config_file", str(path)], env={})
