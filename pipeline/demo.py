@@ -227,8 +227,6 @@ class Demo:
         self.results = Path()
         self.dead_letters = Path()
         self._offsets = {"dispatch": 0, "results": 0, "dead": 0}
-        self.pids: dict[str, int] = {}
-        self.timings: dict[str, float] = {}
 
     def say(self, text: str) -> None:
         self.reporter.line(text)
@@ -347,10 +345,6 @@ class Demo:
             url=endpoints.source,
         )
         self.say(f"source ({'amqp' if options.amqp else 'http'}) at {endpoints.source}")
-        self.pids = stack.all_pids()
-        self.timings = {
-            p.name: round(p.ready_after, 3) for p in stack.processes if p.ready_after is not None
-        }
         return endpoints
 
     def upload(self, rgw: Rgw, photos: list[Photo]) -> None:
@@ -415,16 +409,20 @@ class Demo:
                 )
         return problems
 
-    def summary(self, ok: bool, message: str, work_dir: Path) -> dict[str, Any]:
+    def summary(self, ok: bool, message: str, stack: Stack) -> dict[str, Any]:
         return {
             "ok": ok,
             "message": message,
             "bucket": BUCKET,
             "transport": "amqp" if self.options.amqp else "http",
             "objects": [self.tracker.rows[key].as_json() for key in self.keys],
-            "pids": self.pids,
-            "ready_after_s": self.timings,
-            "work_dir": str(work_dir),
+            "pids": stack.all_pids(),
+            "ready_after_s": {
+                p.name: round(p.ready_after, 3)
+                for p in stack.processes
+                if p.ready_after is not None
+            },
+            "work_dir": str(stack.work_dir),
         }
 
 
@@ -493,7 +491,6 @@ def run(options: DemoOptions, out: IO[str] | None = None) -> int:
     demo = Demo(options, stream)
     outcome = RunOutcome()
     stack = Stack()
-    work_dir = stack.work_dir
     try:
         with on_signals(), stack:
             try:
@@ -512,7 +509,7 @@ def run(options: DemoOptions, out: IO[str] | None = None) -> int:
         outcome.set(False, code, str(exc))
         stream.write(f"demo FAILED: {exc}\n")
     if options.summary_json is not None:
-        summary = demo.summary(outcome.ok, outcome.message, work_dir)
+        summary = demo.summary(outcome.ok, outcome.message, stack)
         options.summary_json.write_text(json.dumps(summary, indent=2))
     return outcome.code
 

@@ -185,6 +185,7 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     rgw: Rgw | None = None
     rabbitmq_dir: Path | None = None
+    daemon_pids: dict[str, int] = field(default_factory=dict)
     python: str = sys.executable
     _closed: bool = False
 
@@ -286,6 +287,9 @@ class Stack:
             region=settings.get("AWS_REGION", "default"),
             data_dir=data_dir,
         )
+        # Kept here: the purge deletes the pid files, and callers check these are gone.
+        for index, pid in enumerate(self.rgw.daemon_pids()):
+            self.daemon_pids[f"rgw-daemon-{index}"] = pid
         return self.rgw
 
     def start_rabbitmq(self, port: int, timeout: float = 120.0) -> str:
@@ -308,11 +312,10 @@ class Stack:
 
     def all_pids(self) -> dict[str, int]:
         """Every process this stack started (RGW's daemons included), by name."""
-        pids = {p.name: p.pid for p in self.processes if p.popen is not None}
-        if self.rgw is not None:
-            for index, pid in enumerate(self.rgw.daemon_pids()):
-                pids[f"rgw-daemon-{index}"] = pid
-        return pids
+        return {
+            **self.daemon_pids,
+            **{p.name: p.pid for p in self.processes if p.popen is not None},
+        }
 
     def close(self) -> None:
         """Stop everything in reverse start order, purge RGW and RabbitMQ, remove the work dir.
