@@ -192,3 +192,53 @@ def test_extensions_go_where_the_content_mode_keeps_attributes() -> None:
     body = json.loads(structured.with_extensions({"knativeerrorcode": "400"}).body)
     assert body["knativeerrorcode"] == "400"
     assert body["id"] == "1"
+
+
+KNATIVE_BASE = Path(__file__).resolve().parents[2] / "knative" / "base"
+
+
+def test_the_real_manifests_describe_the_seed_topology() -> None:
+    topology = load_topology(KNATIVE_BASE)
+    assert "rgw-events" in topology.channels
+    subscriptions = {s.name: s for s in topology.subscriptions_of("rgw-events")}
+    assert set(subscriptions) == {"receiver", "classifiers"}
+    receiver, classifiers = subscriptions["receiver"], subscriptions["classifiers"]
+    assert receiver.subscriber == Destination(Ref("Service", "receiver"))
+    assert receiver.reply is None
+    assert classifiers.subscriber == Destination(Ref("Route", "classifiers"))
+    assert classifiers.reply == Destination(Ref("Broker", "default"))
+    expected = DeliverySpec(
+        retry=5,
+        backoff_policy="exponential",
+        backoff_delay=0.2,
+        dead_letter_sink=Destination(Ref("Service", "dead-letters")),
+    )
+    assert receiver.delivery == classifiers.delivery == expected
+    split = {(t.target, t.percent) for t in topology.traffic("classifiers")}
+    assert split == {(Ref("Configuration", "resnet"), 50), (Ref("Configuration", "vision"), 50)}
+
+
+def test_the_real_manifests_bind_to_the_five_local_processes() -> None:
+    names = (
+        "Service/receiver",
+        "Configuration/resnet",
+        "Configuration/vision",
+        "Service/dead-letters",
+        "Broker/default",
+    )
+    urls = {name: f"http://127.0.0.1:{9000 + i}" for i, name in enumerate(names)}
+    plans = {
+        p.name: p for p in plan_channel(load_topology(KNATIVE_BASE), "rgw-events", Bindings(urls))
+    }
+    classifiers = plans["classifiers"]
+    assert {t.url for t in classifiers.targets} == {
+        urls["Configuration/resnet"],
+        urls["Configuration/vision"],
+    }
+    assert classifiers.reply_url == urls["Broker/default"]
+    assert (
+        classifiers.dead_letter_url
+        == plans["receiver"].dead_letter_url
+        == urls["Service/dead-letters"]
+    )
+    assert plans["receiver"].reply_url is None
