@@ -11,11 +11,13 @@ Run: .venv/bin/python benchmarks/bench_modelserver.py [--model mobilenet_v2] [--
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -82,6 +84,42 @@ def start_server(
         time.sleep(0.02)
 
 
+CLIENTS = 8
+
+
+def _invoke(call: Callable[[], None]) -> None:
+    call()
+
+
+def concurrency_rows(
+    stub: prediction_service_pb2_grpc.PredictionServiceStub,
+    session: ort.InferenceSession,
+    model: str,
+    total: int,
+) -> list[str]:
+    """Throughput with CLIENTS threads at once: shows requests are not serialized in the server."""
+    images = batch_of(1)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["images"].CopyFrom(from_numpy(images))
+
+    def direct() -> None:
+        session.run(["probabilities", "classes"], {"images": images})
+
+    def served() -> None:
+        stub.Predict(request, timeout=60)
+
+    rows = []
+    for label, call in (("in-process, shared session", direct), ("server over gRPC", served)):
+        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(_invoke, [call] * CLIENTS))  # warm-up
+            start = time.perf_counter()
+            list(pool.map(_invoke, [call] * total))
+            wall = time.perf_counter() - start
+        rows.append(f"| {label} | {wall:.2f} | {total / wall:.0f} |")
+    return rows
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     proc.wait(15)
@@ -134,6 +172,7 @@ def main() -> None:
                     f"| {batch_size} | {d50 * 1000:.2f} | {s50 * 1000:.2f} | {s50 / d50:.2f}x | "
                     f"{batch_size / d50:.0f} | {batch_size / s50:.0f} |"
                 )
+            concurrent_rows = concurrency_rows(stub, session, args.model, args.requests)
     finally:
         stop(proc)
     print(
@@ -143,6 +182,10 @@ def main() -> None:
     print("| batch | in-process p50 ms | server p50 ms | ratio | in-process img/s | server img/s |")
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
+    print(f"\n### {CLIENTS} concurrent clients, batch 1 ({args.requests} requests in all)\n")
+    print("| caller | wall s | img/s |")
+    print("| --- | --- | --- |")
+    print("\n".join(concurrent_rows))
 
     # 2. conversion
     print("\n### Conversion (.pth -> ONNX, restricted reader + onnx.helper, no torch)\n")

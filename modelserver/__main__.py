@@ -34,7 +34,6 @@ from modelserver.vision_api import VisionSettings
 
 log = logging.getLogger("modelserver")
 GRPC_GRACE_SECONDS = 5.0
-SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def _setup_logging(level: str) -> None:
@@ -66,9 +65,6 @@ def convert_main(argv: Sequence[str]) -> int:
 
 def serve(config: ServerConfig) -> int:
     started = time.perf_counter()
-    # gRPC's poller, the handler threads and uvicorn hand the GIL around on every request; the
-    # default 5 ms switch interval would add that much wait to a ~4 ms inference.
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     registry = ModelRegistry(config.cache_dir, config.intra_op_threads)
     for spec in config.models:
         registry.load(spec)

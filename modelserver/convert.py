@@ -125,10 +125,13 @@ def ensure_onnx(
     if data is not None:
         return ConvertedModel(data, path, False, time.perf_counter() - started)
     data = build_onnx(arch, weights)
-    _atomic_write(path, data)
-    _atomic_write(
-        path.with_name(path.name + ".sha256"), f"{sha256_hex(data)}  {path.name}\n".encode()
-    )
+    try:
+        _atomic_write(path, data)
+        sidecar = path.with_name(path.name + ".sha256")
+        _atomic_write(sidecar, f"{sha256_hex(data)}  {path.name}\n".encode())
+    except OSError as exc:
+        # A read-only cache (e.g. baked into an image, run as another user) must not stop serving.
+        log.warning("cannot write %s (%s); serving %s from memory", path, exc, arch.name)
     elapsed = time.perf_counter() - started
     log.info("converted %s from %s to %s in %.2fs", arch.name, weights.name, path, elapsed)
     return ConvertedModel(data, path, True, elapsed)

@@ -222,7 +222,6 @@ def validate_inputs(
             f"expected inputs: {wanted}"
         )
     checked: dict[str, npt.NDArray[Any]] = {}
-    batch_sizes = set()
     for spec in signature.inputs:
         array = inputs[spec.name]
         if array.dtype not in spec.accepts():
@@ -242,7 +241,6 @@ def validate_inputs(
             raise InvalidInputError(
                 f"input '{spec.name}' has batch size {array.shape[0]}, expected 1..{MAX_BATCH}"
             )
-        batch_sizes.add(array.shape[0])
         checked[spec.name] = array
     return checked
 

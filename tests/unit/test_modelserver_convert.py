@@ -43,3 +43,15 @@ def test_missing_sidecar_means_rebuild(tmp_path: Path) -> None:
     good = ensure_onnx(arch, tmp_path)
     good.path.with_name(good.path.name + ".sha256").unlink()
     assert ensure_onnx(arch, tmp_path).built
+
+
+def test_read_only_cache_still_serves_from_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    arch = ARCHITECTURES["mobilenet_v2"]
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    with caplog.at_level(logging.WARNING, logger="modelserver.convert"):
+        converted = ensure_onnx(arch, blocker / "models")
+    assert converted.built and converted.onnx_bytes.startswith(b"\x08")  # ModelProto ir_version
+    assert "serving mobilenet_v2 from memory" in caplog.text
