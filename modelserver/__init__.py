@@ -1,0 +1,1 @@
+"""TensorFlow Serving-compatible model server on onnxruntime (see docs/modelserver.md)."""
