@@ -10,9 +10,9 @@ tests/data/golden/<model>.json. The parity test compares the ONNX graphs built b
 
 Run it in a throwaway venv that has torch (never in the project venv):
 
-    python3 -m venv /tmp/torchref
-    /tmp/torchref/bin/pip install torch==2.13.0 numpy pillow scikit-image
-    PYTHONPATH=. /tmp/torchref/bin/python scripts/make_golden_outputs.py \
+    python3 -m venv .cache/torchref
+    .cache/torchref/bin/pip install torch==2.13.0 numpy pillow scikit-image
+    PYTHONPATH=. .cache/torchref/bin/python scripts/make_golden_outputs.py \
         --mobilenet-weights <path to mobilenet_v2-b0353104.pth> \
         --efficientnet-weights <path to efficientnet-lite0-57934424.pth>
 

@@ -9,6 +9,7 @@ import pickle
 import struct
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,12 +114,12 @@ def test_reads_shipped_efficientnet_weights() -> None:
     assert state["_fc.weight"].shape == (1000, 1280)
 
 
-def test_refuses_pickle_calling_os_system() -> None:
-    marker = f"/tmp/modelserver-pwned-{os.getpid()}"
+def test_refuses_pickle_calling_os_system(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
     evil = pickle.dumps(collections.OrderedDict(w=_Exploit(f"touch {marker}")), protocol=2)
     with pytest.raises(ForbiddenGlobalError, match=r"refusing to load global '(os|posix)\.system'"):
         read_legacy_state_dict(_legacy_file(evil, []))
-    assert not os.path.exists(marker)
+    assert not marker.exists()
 
 
 def test_refuses_exploit_in_first_header_pickle() -> None:
