@@ -5,7 +5,7 @@ dead-letter sink) into one row per uploaded object; `Reporter` turns new facts i
 style of the seed's slides, e.g.
 
     receiver  Object: "chelsea.jpg" Bucket: "photos"
-    resnet    chelsea.jpg  class: 282 name: tiger cat  (0.4718)
+    resnet    chelsea.jpg  classes: [285] Egyptian cat 0.69
     vision    coffee.jpg   label: espresso, Score: 0.873011
 """
 
@@ -144,8 +144,8 @@ def result_line(row: ObjectRow) -> str:
     if function == "vision":
         text = f"label: {top['name']}, Score: {float(top['score']):.6f}"
     else:
-        class_id = top.get("class_id")
-        text = f"class: {class_id} name: {top['name']}  ({float(top['score']):.4f})"
+        # The seed's resnet printed `classes: [285] Egyptian cat 0.71`.
+        text = f"classes: [{top.get('class_id')}] {top['name']} {float(top['score']):.2f}"
     others = ", ".join(str(label["name"]) for label in row.labels[1:3])
     more = f"; then {others}" if others else ""
     timing = f"{row.latency_ms:.0f} ms" if row.latency_ms is not None else "?"
