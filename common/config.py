@@ -516,15 +516,22 @@ EXTRA_SETTINGS_MODULES = ("source.settings", "modelserver.settings")
 
 
 def load_all_settings_modules() -> list[EnvVar]:
+    """Every declared variable: this module's, then each extra module's, each in declaration
+    order. Not import order, which differs between a CLI run and a test session."""
     import importlib
 
+    modules = [sys.modules[__name__]]
     for name in EXTRA_SETTINGS_MODULES:
         try:
-            importlib.import_module(name)
+            modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise
-    return REGISTRY
+    ordered: list[EnvVar] = []
+    for module in modules:
+        declared = {id(var) for var in vars(module).values() if isinstance(var, EnvVar)}
+        ordered += [var for var in REGISTRY if id(var) in declared and var not in ordered]
+    return ordered
 
 
 def main() -> int:

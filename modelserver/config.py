@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelserver.registry import KINDS, ModelSpec
+from modelserver.settings import FLAGS
 
 DEFAULT_MODELS = (
     ModelSpec("mobilenet_v2", "mobilenet_v2"),
@@ -31,33 +32,11 @@ def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-# name -> (flag it defaults, meaning); order is the documentation order.
+# name -> (flag it defaults, meaning), for `--print-env-table`; declared in modelserver.settings.
 ENV_VARS: dict[str, tuple[str, str]] = {
     "PORT": ("--port", "gRPC port; Knative sets it to the container port (declare it `h2c`)"),
-    "MODELSERVER_GRPC_PORT": ("--port", "gRPC port when PORT is not set (default 8500)"),
-    "MODELSERVER_REST_PORT": ("--rest_api_port", "REST port, 0 disables REST (default 8501)"),
-    "MODELSERVER_HOST": ("--host", "address to bind (default 127.0.0.1; 0.0.0.0 in containers)"),
-    "MODELSERVER_MODEL_CONFIG_FILE": ("--model_config_file", "JSON model config list"),
-    "MODELSERVER_MODEL_CACHE_DIR": (
-        "--model_cache_dir",
-        "where converted .onnx files are cached "
-        "(default $XDG_CACHE_HOME/rgw-knative-inference/models)",
-    ),
-    "MODELSERVER_INTRA_OP_THREADS": (
-        "--intra_op_threads",
-        "onnxruntime threads per request (default min(4, CPUs))",
-    ),
-    "MODELSERVER_GRPC_WORKERS": ("--grpc_max_workers", "gRPC worker threads (default 8)"),
-    "VISION_API_KEY": (
-        "--vision_api_key",
-        "key the Vision stand-in requires; unset = no key check",
-    ),
+    **FLAGS,
     "VISION_API_KEY_FILE": ("--vision_api_key", "file holding that key (for mounted secrets)"),
-    "MODELSERVER_VISION_MODEL": (
-        "--vision_model",
-        "model behind the Vision stand-in (default efficientnet_lite0)",
-    ),
-    "MODELSERVER_LOG_LEVEL": ("--log_level", "DEBUG, INFO, WARNING (default INFO)"),
 }
 
 
