@@ -52,6 +52,27 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+DEMO_ARGS ?=
+BENCHMARKS := receiver rgw modelserver resnet vision source pipeline
+
+# The main job: the whole pipeline on this machine on real RGW, real models and real photos.
+demo: system-deps venv
+	$(PY) -m common.cli demo $(DEMO_ARGS)
+
+# The same stack, left running; prints how to upload your own files and curl each function.
+up: system-deps venv
+	$(PY) -m common.cli up $(DEMO_ARGS)
+
+# Every benchmark family in turn, each printing a Markdown table (bench-<family> for one).
+bench: $(addprefix bench-,$(BENCHMARKS))
+
+bench-%: system-deps venv
+	$(PY) -m benchmarks.bench_$*
+
+bench-images: venv
+	bash scripts/install-system-deps.sh images
+	$(PY) -m benchmarks.bench_images
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
