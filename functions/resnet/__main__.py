@@ -1,0 +1,4 @@
+from common.runtime import serve
+from functions.resnet.app import app
+
+serve(app)
