@@ -78,7 +78,9 @@ def _open_within_limit(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooLarge(f"image refused as a decompression bomb: {exc}") from None
+        raise TooLarge(
+            f"image refused as a decompression bomb (MAX_IMAGE_PIXELS is {max_pixels}): {exc}"
+        ) from None
     except UnidentifiedImageError:
         accepted = ", ".join(ACCEPTED_FORMATS)
         raise NotAnImage(f"not an image in a supported format ({accepted})") from None
