@@ -134,14 +134,25 @@ def resize_target(width: int, height: int, out_height: int, out_width: int) -> t
 
 
 def resize_and_centre_crop(image: Image.Image, out_height: int, out_width: int) -> Image.Image:
-    """Short side to size/0.875 (bilinear, antialiased), then the centre out_height x out_width."""
+    """Short side to size/0.875 (bilinear, antialiased), then the centre out_height x out_width.
+
+    Done as one resample of the source region that the crop keeps: each output pixel has the
+    same centre and kernel width as in resize-then-crop, but the pixels the crop would throw
+    away are never computed (about half the work for a 4:3 photo).
+    """
     width, height = resize_target(*image.size, out_height, out_width)
-    # Pillow's BILINEAR widens its kernel when downscaling, which is what torchvision's
-    # `antialias=True` does for PIL images.
-    resized = image.resize((width, height), Image.Resampling.BILINEAR)
     top = round((height - out_height) / 2.0)
     left = round((width - out_width) / 2.0)
-    return resized.crop((left, top, left + out_width, top + out_height))
+    scale_x, scale_y = image.width / width, image.height / height
+    box = (
+        left * scale_x,
+        top * scale_y,
+        (left + out_width) * scale_x,
+        (top + out_height) * scale_y,
+    )
+    # Pillow's BILINEAR widens its kernel when downscaling, which is what torchvision's
+    # `antialias=True` does for PIL images.
+    return image.resize((out_width, out_height), Image.Resampling.BILINEAR, box=box)
 
 
 def to_batch(image: Image.Image, dtype: PixelDType) -> npt.NDArray[np.generic]:

@@ -35,11 +35,11 @@ class ResnetFunction(ClassifierFunction):
         self.client = TFServingClient(self.serving, self.results.max_image_pixels)
 
     def start(self) -> None:
-        super().start()
         set_pillow_pixel_limit(self.results.max_image_pixels)
-        # Returns at once: the model's metadata is fetched (and retried) in the background, and
-        # readiness stays false until it arrives.
+        # Returns at once: the model's metadata is fetched (and retried) in the background while
+        # the S3 client is built, and readiness stays false until it arrives.
         self.client.start()
+        super().start()
 
     def stop(self) -> None:
         self.client.stop()

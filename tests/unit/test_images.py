@@ -86,6 +86,18 @@ def test_centre_crop_takes_the_middle() -> None:
     assert (out[..., 1] > 250).all() and (out[..., 0] < 5).all() and (out[..., 2] < 5).all()
 
 
+@pytest.mark.parametrize(("photo", "scale"), [("chelsea", 2.72), ("coffee", 1.0), ("chelsea", 0.4)])
+def test_cropped_resample_equals_resize_then_crop(photo: str, scale: float) -> None:
+    image = decode_image(photo_jpeg(photo, scale=scale), LIMIT, min_size=(256, 256))
+    width, height = resize_target(*image.size, 224, 224)
+    top, left = round((height - 224) / 2), round((width - 224) / 2)
+    reference = image.resize((width, height), Image.Resampling.BILINEAR)
+    expected = np.asarray(reference.crop((left, top, left + 224, top + 224))).astype(int)
+    actual = np.asarray(resize_and_centre_crop(image, 224, 224)).astype(int)
+    assert actual.shape == expected.shape == (224, 224, 3)
+    assert int(np.abs(actual - expected).max()) <= 1  # fixed-point rounding at most
+
+
 def test_text_file_is_not_an_image() -> None:
     with pytest.raises(NotAnImage, match="supported format"):
         preprocess(b"hello, this is not a picture\n" * 10, 224, 224, "uint8", LIMIT)

@@ -1,0 +1,357 @@
+"""Resnet function figures, measured side by side in one run; prints Markdown tables.
+
+1. Cold start: spawn -> `GET /health/readiness` 200 (which needs the model's metadata over gRPC),
+   median of `--runs`, and RSS once ready; next to the receiver (the runtime alone). Runs
+   alternate between the functions so load from elsewhere hits them alike.
+2. Per-image work beyond the model's own time, for a ~1 MP JPEG, each piece timed in-process
+   with the function's own code against the real RGW and the real model server:
+   - RGW download (`ObjectStore.download`: HEAD + GET);
+   - preprocessing (`preprocess`: JPEG draft decode, EXIF, resize, crop, float32 batch), or for
+     the seed's DT_STRING model the validating decode;
+   - request building (TensorProto + PredictRequest) and reading the answer (top-5);
+   - gRPC: the same PredictRequest against a no-op PredictionService in this process (the
+     transport and (de)serialization cost without any model), next to the real Predict time.
+   And end to end: a CloudEvent POSTed to the running function until its reply, minus a direct
+   Predict of the prebuilt request (the model's time), i.e. everything the function adds.
+
+Run: .venv/bin/python -m benchmarks.bench_resnet [--runs 10] [--images 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.common import (  # noqa: E402
+    cold_start,
+    free_port,
+    machine,
+    python,
+    spawn,
+    stop,
+    table,
+    wait_ok,
+)
+from common.config import S3Settings, TFServingSettings  # noqa: E402
+from common.events import ObjectEvent  # noqa: E402
+from common.images import decode_image, preprocess  # noqa: E402
+from common.s3 import ObjectStore  # noqa: E402
+from common.tfserving import (  # noqa: E402
+    TFServingClient,
+    labels_from_outputs,
+    pixels_tensor,
+    tensor_to_array,
+)
+from tests.fixtures.modelserver import MODEL_CACHE_DIR, write_model_config  # noqa: E402
+from tests.fixtures.resnet import binary_cloudevent, photo_jpeg  # noqa: E402
+from tests.fixtures.rgw import RgwGateway, start_rgw, stop_rgw  # noqa: E402
+
+GOAL_COLD_S = 0.5
+GOAL_RSS_MB = 100
+GOAL_PER_IMAGE_MS = 5.0
+MAX_PIXELS = 40_000_000
+ONE_MEGAPIXEL_SCALE = (1_000_000 / (451 * 300)) ** 0.5  # chelsea is 451 x 300
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+@contextmanager
+def modelserver(workdir: Path) -> Iterator[str]:
+    grpc_port, rest_port = free_port(), free_port()
+    argv = [
+        python(),
+        "-m",
+        "modelserver",
+        "--port",
+        str(grpc_port),
+        "--rest_api_port",
+        str(rest_port),
+        "--model_config_file",
+        str(write_model_config(workdir / "models.json")),
+        "--model_cache_dir",
+        str(MODEL_CACHE_DIR),
+    ]
+    proc = spawn(argv)
+    try:
+        wait_ok(f"http://127.0.0.1:{rest_port}/v1/models/resnet", proc, 180)
+        yield f"127.0.0.1:{grpc_port}"
+    finally:
+        stop(proc)
+
+
+class NoOpService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+    """Answers every Predict with a fixed [1, 1000] probabilities tensor: gRPC cost, no model."""
+
+    def __init__(self) -> None:
+        self.answer = predict_pb2.PredictResponse()
+        self.answer.model_spec.name = "noop"
+        self.answer.outputs["probabilities"].CopyFrom(
+            pixels_tensor(np.full((1, 1000), 0.001, np.float32))
+        )
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        return self.answer
+
+
+@contextmanager
+def noop_server() -> Iterator[str]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(NoOpService(), server)
+    target = f"127.0.0.1:{free_port()}"
+    server.add_insecure_port(target)
+    server.start()
+    try:
+        yield target
+    finally:
+        server.stop(grace=None)
+
+
+def cold_start_rows(target: str, rgw_env: dict[str, str], runs: int) -> list[list[object]]:
+    variants = {
+        "receiver": ("receiver", {}),
+        "resnet (mobilenet_v2, pixels)": ("resnet", {"MODEL_NAME": "mobilenet_v2"}),
+        "resnet (resnet, image bytes)": ("resnet", {"MODEL_NAME": "resnet"}),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    rss: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(runs):
+        for name, (package, extra) in variants.items():
+            port = free_port()
+            env = {
+                **rgw_env,
+                "PORT": str(port),
+                "LOG_LEVEL": "WARNING",
+                "RESNET_SERVING_ENDPOINT": target,
+                **extra,
+            }
+            seconds, megabytes = cold_start(
+                [python(), "-m", f"functions.{package}"],
+                env,
+                f"http://127.0.0.1:{port}/health/readiness",
+                1,
+            )
+            times[name].append(seconds)
+            rss[name].append(megabytes)
+    rows: list[list[object]] = []
+    for name in variants:
+        goal = "reference" if name == "receiver" else f"<= {GOAL_COLD_S} s, <= {GOAL_RSS_MB} MB"
+        rows.append(
+            [
+                name,
+                f"{statistics.median(times[name]):.3f} s",
+                f"{statistics.median(rss[name]):.0f} MB",
+                goal,
+            ]
+        )
+    return rows
+
+
+def per_image_rows(
+    rgw: RgwGateway, target: str, images: int
+) -> tuple[list[list[object]], list[list[object]]]:
+    s3 = rgw.s3_client()
+    bucket = rgw.unique_name("bench-resnet")
+    s3.create_bucket(Bucket=bucket)
+    photo = photo_jpeg("chelsea", scale=ONE_MEGAPIXEL_SCALE, quality=90)
+    key = "chelsea-1mp.jpg"
+    s3.put_object(Bucket=bucket, Key=key, Body=photo, ContentType="image/jpeg")
+    store = ObjectStore(S3Settings.from_env(rgw.env()))
+    obj = ObjectEvent(bucket, key, "ObjectCreated:Put", "bench")
+    size = decode_image(photo, MAX_PIXELS).size
+
+    pieces: list[list[object]] = []
+    end_to_end: list[list[object]] = []
+    with noop_server() as noop_target:
+        for model in ("mobilenet_v2", "resnet"):
+            client = TFServingClient(TFServingSettings(target, model), MAX_PIXELS)
+            client.connect()
+            signature = client.fetch_signature()
+            noop = TFServingClient(TFServingSettings(noop_target, "noop"), MAX_PIXELS)
+            request = client.request_for(photo)
+            response = client.predict(request)
+
+            def download() -> None:
+                store.download(obj)
+
+            def prepare(signature: Any = signature) -> None:
+                if signature.input_kind == "pixels":
+                    preprocess(photo, 224, 224, signature.pixel_dtype, MAX_PIXELS)
+                else:
+                    decode_image(photo, MAX_PIXELS, min_size=(256, 256))
+
+            def build_and_read(client: TFServingClient = client, response: Any = response) -> None:
+                # request_for includes preprocessing; time the proto parts on their own.
+                if client.signature and client.signature.input_kind == "pixels":
+                    batch = np.zeros((1, 224, 224, 3), np.float32)
+                    built = predict_pb2.PredictRequest()
+                    built.inputs["images"].CopyFrom(pixels_tensor(batch))
+                outputs = {n: tensor_to_array(p) for n, p in response.outputs.items()}
+                labels_from_outputs(outputs, 5)
+
+            def grpc_noop(noop: TFServingClient = noop, request: Any = request) -> None:
+                noop.predict(request)
+
+            def model_predict(client: TFServingClient = client, request: Any = request) -> None:
+                client.predict(request)
+
+            steps = {
+                "download": download,
+                "prepare": prepare,
+                "build": build_and_read,
+                "grpc": grpc_noop,
+                "predict": model_predict,
+            }
+            for step in steps.values():
+                step()
+            samples: dict[str, list[float]] = {name: [] for name in steps}
+            for _ in range(images):
+                for name, step in steps.items():
+                    samples[name].append(timed(step))
+            ms = {name: median_ms(values) for name, values in samples.items()}
+            total = ms["download"] + ms["prepare"] + ms["build"] + ms["grpc"]
+            what = "preprocess" if signature.input_kind == "pixels" else "validating decode"
+            pieces.append(
+                [
+                    f"{model} ({signature.input_kind})",
+                    f"{ms['download']:.2f}",
+                    f"{ms['prepare']:.2f} ({what})",
+                    f"{ms['build']:.2f}",
+                    f"{ms['grpc']:.2f}",
+                    f"**{total:.2f}**",
+                    f"{ms['predict']:.1f}",
+                ]
+            )
+            end_to_end.append(
+                event_row(rgw, target, model, bucket, key, len(photo), request, images)
+            )
+    print(f"Photo: chelsea scaled to {size[0]}x{size[1]} ({len(photo) / 1024:.0f} KiB JPEG)\n")
+    return pieces, end_to_end
+
+
+def event_row(
+    rgw: RgwGateway,
+    target: str,
+    model: str,
+    bucket: str,
+    key: str,
+    size: int,
+    request: predict_pb2.PredictRequest,
+    images: int,
+) -> list[object]:
+    """CloudEvent -> reply through the running function vs a direct Predict (model time)."""
+    port = free_port()
+    env = {
+        **rgw.env(),
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "RESNET_SERVING_ENDPOINT": target,
+        "MODEL_NAME": model,
+    }
+    url = f"http://127.0.0.1:{port}"
+    proc = spawn([python(), "-m", "functions.resnet"], env)
+    client = TFServingClient(TFServingSettings(target, model), MAX_PIXELS)
+    client.connect()
+    try:
+        wait_ok(f"{url}/health/readiness", proc, 60)
+        with httpx.Client(timeout=60) as http:
+
+            def event() -> None:
+                headers, body = binary_cloudevent(bucket, key, size=size)
+                http.post(url, headers=headers, content=body).raise_for_status()
+
+            def direct() -> None:
+                client.predict(request)
+
+            for warm in (event, direct, event, direct):
+                warm()
+            event_s, direct_s = [], []
+            for _ in range(images):
+                event_s.append(timed(event))
+                direct_s.append(timed(direct))
+    finally:
+        stop(proc)
+    overhead = median_ms(event_s) - median_ms(direct_s)
+    return [
+        model,
+        f"{median_ms(direct_s):.1f}",
+        f"{median_ms(event_s):.1f}",
+        f"**{overhead:.1f}**",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="cold starts per variant")
+    parser.add_argument("--images", type=int, default=30, help="samples per per-image figure")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        rgw = start_rgw(workdir / "rgw", free_port())
+        try:
+            with modelserver(workdir) as target:
+                cold_rows = cold_start_rows(target, rgw.env(), args.runs)
+                pieces, end_to_end = per_image_rows(rgw, target, args.images)
+        finally:
+            stop_rgw(workdir / "rgw", None)
+
+    print(f"Resnet function benchmark ({machine()})\n")
+    print(table(["cold start", f"median of {args.runs}", "RSS when ready", "goal"], cold_rows))
+    print(
+        f"\nPer-image work beyond the model, ~1 MP JPEG, median of {args.images} (ms; "
+        f"goal <= {GOAL_PER_IMAGE_MS} ms)\n"
+    )
+    print(
+        table(
+            [
+                "model (input)",
+                "RGW download",
+                "decode / preprocess",
+                "proto build + top-5",
+                "gRPC round trip (no-op server)",
+                "sum",
+                "real Predict (model incl.)",
+            ],
+            pieces,
+        )
+    )
+    print(f"\nEnd to end through the function, median of {args.images} (ms)\n")
+    print(
+        table(
+            ["model", "direct Predict", "CloudEvent -> reply", "function adds"],
+            end_to_end,
+        )
+    )
+    print(
+        "\n`function adds` = CloudEvent -> reply minus a direct Predict of the same request: "
+        "HTTP and CloudEvents in and out, RGW download, preprocessing, gRPC, logging."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
