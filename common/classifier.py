@@ -11,6 +11,7 @@ Removal events are acknowledged and ignored (there is nothing left to classify).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -48,7 +49,7 @@ class Classification:
 
     def as_data(self) -> dict[str, Any]:
         data = asdict(self)
-        data["labels"] = [asdict(label) for label in self.labels]
+        data["labels"] = [label_data(label) for label in self.labels]
         return data
 
 
@@ -119,12 +120,20 @@ class ClassifierFunction(Function):
         return new_event(RESULT_EVENT_TYPE, source, {"results": [r.as_data() for r in results]})
 
 
+def label_data(label: Label) -> dict[str, Any]:
+    """JSON-safe: a model that reports only classes has no scores (NaN), which JSON cannot hold."""
+    data = asdict(label)
+    if math.isnan(label.score):
+        data["score"] = None
+    return data
+
+
 def result_log_fields(result: Classification) -> dict[str, Any]:
     return {
         "event_id": result.event_id,
         "bucket": result.bucket,
         "key": result.key,
         "model": result.model,
-        "labels": [asdict(label) for label in result.labels],
+        "labels": [label_data(label) for label in result.labels],
         "latency_ms": result.latency_ms,
     }
