@@ -19,8 +19,13 @@ KEYS = ["plain.jpg", "with space.jpg", "plus+sign.jpg", "ünï/猫 photo.png", "
 
 
 def test_uploads_arrive_as_cloudevents(
-    rgw: RgwGateway, bucket: str, log_dir: Path, rabbitmq: RabbitMQBroker, source_amqp_topic: str
+    rgw: RgwGateway,
+    source_bucket: str,
+    log_dir: Path,
+    rabbitmq: RabbitMQBroker,
+    source_amqp_topic: str,
 ) -> None:
+    bucket = source_bucket
     s3 = rgw.s3_client()
     queue = rgw.unique_name("source-queue")
     way = amqp_way(rabbitmq.url, queue, bucket, source_amqp_topic)
@@ -30,7 +35,7 @@ def test_uploads_arrive_as_cloudevents(
     ):
         for key in KEYS:
             s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-        events = wait_for_subjects(sink, set(KEYS))
+        events = wait_for_subjects(sink, set(KEYS), bucket=bucket)
         metrics = httpx.get(source.url("/metrics")).text
     assert "source_events_delivered_total" in metrics
     assert len({event.id for event in events}) == len(KEYS)
@@ -45,7 +50,7 @@ def test_uploads_arrive_as_cloudevents(
 
 
 def test_messages_wait_in_the_queue_for_the_source(
-    rgw: RgwGateway, bucket: str, log_dir: Path, rabbitmq: RabbitMQBroker, recorder: Recorder
+    rgw: RgwGateway, log_dir: Path, rabbitmq: RabbitMQBroker, recorder: Recorder
 ) -> None:
     """Published while no source runs (queue declared, binding in place): delivered on start."""
     queue = rgw.unique_name("source-queue")

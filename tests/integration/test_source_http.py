@@ -35,18 +35,28 @@ def setup_args(bucket: str, topic: str, *extra: str) -> list[str]:
 
 
 def test_uploads_arrive_as_cloudevents(
-    rgw: RgwGateway, bucket: str, log_dir: Path, source_http_topic: str
+    rgw: RgwGateway,
+    source_bucket: str,
+    log_dir: Path,
+    source_http_topic: str,
+    source_http_port: int,
 ) -> None:
+    bucket = source_bucket
     s3 = rgw.s3_client()
     with (
         start_recorder(log_dir, "sink") as sink,
         running_source(
-            log_dir, "http", sink.url("/"), rgw.env(), setup_args(bucket, source_http_topic)
+            log_dir,
+            "http",
+            sink.url("/"),
+            rgw.env(),
+            setup_args(bucket, source_http_topic),
+            port=source_http_port,
         ),
     ):
         for key in KEYS:
             s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
-        events = wait_for_subjects(sink, set(KEYS))
+        events = wait_for_subjects(sink, set(KEYS), bucket=bucket)
 
     by_subject = {event.subject: event for event in events}
     assert len({event.id for event in events}) == len(KEYS)  # duplicates share their id
@@ -65,8 +75,13 @@ def test_uploads_arrive_as_cloudevents(
 
 
 def test_delete_objects_yields_distinct_ids(
-    rgw: RgwGateway, bucket: str, log_dir: Path, source_http_topic: str
+    rgw: RgwGateway,
+    source_bucket: str,
+    log_dir: Path,
+    source_http_topic: str,
+    source_http_port: int,
 ) -> None:
+    bucket = source_bucket
     s3 = rgw.s3_client()
     keys = [f"batch/{i} x.jpg" for i in range(10)]
     for key in keys:
@@ -79,10 +94,11 @@ def test_delete_objects_yields_distinct_ids(
             sink.url("/"),
             rgw.env(),
             setup_args(bucket, source_http_topic, "--events", "removed"),
+            port=source_http_port,
         ),
     ):
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys]})
-        events = wait_for_subjects(sink, set(keys))
+        events = wait_for_subjects(sink, set(keys), bucket=bucket)
 
     removals = [
         e for e in events if e.attributes["type"].startswith("com.amazonaws.s3.ObjectRemoved")
