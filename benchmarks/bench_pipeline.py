@@ -1,19 +1,25 @@
 """The whole pipeline on one machine: throughput against the raw model, latency, cold start, RSS.
 
-    .venv/bin/python -m benchmarks.bench_pipeline [--amqp] [--objects 60] [--rate 5]
+    .venv/bin/python -m benchmarks.bench_pipeline [--amqp] [--objects 150] [--rate 5]
 
 One run starts the demo's stack (pipeline.demo: real RGW, source, dispatcher, functions, model
-server) with the manifests' Route rewritten to send 100 % to resnet, then measures side by side:
+server) with the manifests' Route rewritten to send 100 % to resnet, then measures back to back,
+on the same model server process, the same model (mobilenet_v2) and the same client concurrency:
 
-1. raw model throughput: gRPC Predict on mobilenet_v2 with a ready 224x224 tensor, from
-   CONCURRENCY threads (what the model server can do with nothing around it);
+1. raw model throughput: gRPC Predict on mobilenet_v2 with a ready 224x224 uint8 tensor (the
+   tensor the resnet function sends), from CONCURRENCY threads: what the model server can do
+   with nothing around it. The CPU the model server and this client spent per Predict is kept;
 2. pipeline throughput: `--objects` uploads from CONCURRENCY threads as fast as RGW takes them,
    counted until the last classification reply reached the Broker; the ratio 2/1 is the figure;
 3. latency at a moderate rate (`--rate` uploads/s, one at a time): from the start of the PUT to
-   the resnet function's log line for that key (RGW publishes an AMQP or synchronous event
-   before it answers the PUT, so the log line can come before the PUT returns);
+   the resnet function's log line for that key, split per hop with the dispatcher's record
+   (when it got the event) and the function's own latency_ms (download + classify). The same is
+   measured on a second bucket whose topic is *not* persistent (RGW pushes within the PUT),
+   which shows what RGW's persistent queue adds (the HTTP way only; with `--amqp` RGW
+   publishes to RabbitMQ within the PUT anyway);
 4. cold start (spawn -> ready) and idle RSS of every process, and the CPU time each process
-   spent per object during the throughput run (where the time goes).
+   (this benchmark's S3 client included) spent per object during the throughput run: the CPU
+   budget, and the throughput ceiling it puts on this machine's cores.
 
 Prints Markdown tables. Everything is torn down afterwards, as for `make demo`.
 """
@@ -22,12 +28,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,14 +49,17 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from common.tfserving import pixels_tensor
 from pipeline.collector import read_entries
-from pipeline.demo import BUCKET, RESNET_MODEL, Demo, DemoOptions, s3_client
+from pipeline.demo import BUCKET, RESNET_MODEL, Demo, DemoOptions, Endpoints, s3_client
 from pipeline.photos import load_photos
-from pipeline.stack import REPO_ROOT, Stack, rss_kib
+from pipeline.stack import REPO_ROOT, Rgw, Stack, rss_kib
 from pipeline.topology import load_topology
 
 CONCURRENCY = 4
 RAW_SECONDS = 10.0
 WARMUP_TIMEOUT = 90.0
+# A second bucket whose topic is not persistent: RGW pushes within the PUT, no queue.
+SYNC_BUCKET = "photos-sync"
+SYNC_TOPIC = "photos-sync"
 
 
 def resnet_only_manifests(target: Path) -> Path:
@@ -64,7 +76,15 @@ def resnet_only_manifests(target: Path) -> Path:
     return target
 
 
-def raw_predict_throughput(grpc_target: str, jpeg: bytes) -> float:
+@dataclass
+class RawRun:
+    per_second: float
+    calls: int
+    server_cpu: float  # seconds, model server process
+    client_cpu: float  # seconds, this process (the gRPC client threads)
+
+
+def raw_predict_throughput(grpc_target: str, jpeg: bytes, server_pid: int) -> RawRun:
     """Predict calls per second on a ready tensor, CONCURRENCY threads, RAW_SECONDS."""
     pixels = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((224, 224))
     batch = np.asarray(pixels, dtype=np.uint8)[None, ...]
@@ -84,6 +104,7 @@ def raw_predict_throughput(grpc_target: str, jpeg: bytes) -> float:
             stub.Predict(request, timeout=30)
             counts[index] += 1
 
+    server_before, client_before = cpu_seconds(server_pid), time.process_time()
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(CONCURRENCY)]
     for thread in threads:
@@ -91,8 +112,20 @@ def raw_predict_throughput(grpc_target: str, jpeg: bytes) -> float:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
     channel.close()
-    return sum(counts) / elapsed
+    calls = sum(counts)
+    return RawRun(calls / elapsed, calls, server_cpu - server_before, client_cpu - client_before)
+
+
+@dataclass
+class Hops:
+    """One upload at the latency rate, in ms from the start of its PUT."""
+
+    put_done: float  # the PUT returned
+    dispatcher: float  # the channel (dispatcher) got the event: RGW + source before this
+    logged: float  # the resnet function logged the classification
+    function: float  # the function's own latency_ms (download + classify)
 
 
 class Bench:
@@ -121,51 +154,90 @@ class Bench:
             time.sleep(0.01)
         return time.time()
 
-    def put(self, key: str, index: int) -> float:
-        """Upload; returns when the PUT started."""
+    def put(self, key: str, index: int, bucket: str = BUCKET) -> tuple[float, float]:
+        """Upload; returns when the PUT started and when it returned."""
         photo = self.photos[index % len(self.photos)]
         started = time.time()
-        self.s3.put_object(Bucket=BUCKET, Key=key, Body=photo.jpeg, ContentType="image/jpeg")
-        return started
+        self.s3.put_object(Bucket=bucket, Key=key, Body=photo.jpeg, ContentType="image/jpeg")
+        return started, time.time()
 
     def warm_up(self) -> float:
         started = time.time()
         self.put("bench/warm-up.jpg", 0)
         return self.wait_for({"bench/warm-up.jpg"}, WARMUP_TIMEOUT) - started
 
-    def throughput(self, objects: int) -> tuple[float, float]:
-        """(results/s end to end, PUTs/s of the upload phase alone)."""
+    def throughput(self, objects: int) -> tuple[float, float, float]:
+        """(results/s end to end, PUTs/s of the upload phase alone, seconds of the run)."""
         keys = [f"bench/tp-{i:04d}.jpg" for i in range(objects)]
         started = time.time()
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             list(pool.map(self.put, keys, range(objects)))
         uploaded = time.time()
         finished = self.wait_for(set(keys), 60 + objects)
-        return objects / (finished - started), objects / (uploaded - started)
+        return objects / (finished - started), objects / (uploaded - started), finished - started
 
-    def latencies(self, count: int, rate: float) -> list[float]:
-        put_started: dict[str, float] = {}
+    def latencies(self, count: int, rate: float, bucket: str = BUCKET) -> list[Hops]:
+        puts: dict[str, tuple[float, float]] = {}
         for i in range(count):
-            key = f"bench/lat-{i:04d}.jpg"
-            put_started[key] = self.put(key, i)
-            time.sleep(max(0.0, put_started[key] + 1.0 / rate - time.time()))
-        self.wait_for(set(put_started), 60)
-        logged = log_times(self.resnet_log)
-        return [(logged[key] - put_started[key]) * 1000 for key in put_started]
+            key = f"bench/lat-{bucket}-{i:04d}.jpg"
+            puts[key] = self.put(key, i, bucket)
+            time.sleep(max(0.0, puts[key][0] + 1.0 / rate - time.time()))
+        self.wait_for(set(puts), 60)
+        logged = log_lines(self.resnet_log)
+        received = dispatcher_received(self.demo.record)
+        hops = []
+        for key, (started, returned) in puts.items():
+            log_time, function_ms = logged[key]
+            hops.append(
+                Hops(
+                    put_done=(returned - started) * 1000,
+                    dispatcher=(received[key] - started) * 1000,
+                    logged=(log_time - started) * 1000,
+                    function=function_ms,
+                )
+            )
+        return hops
 
 
-def log_times(path: Path) -> dict[str, float]:
-    """key -> time of the resnet function's classification log line (its JSON `time`)."""
-    import json
-
-    times = {}
+def log_lines(path: Path) -> dict[str, tuple[float, float]]:
+    """key -> (time of the resnet function's classification log line, its latency_ms)."""
+    lines = {}
     for line in path.read_text(errors="replace").splitlines():
         if not line.startswith("{"):
             continue
         entry = json.loads(line)
         if entry.get("logger") == "resnet" and "key" in entry:
-            times[entry["key"]] = datetime.fromisoformat(entry["time"]).timestamp()
-    return times
+            stamp = datetime.fromisoformat(entry["time"]).timestamp()
+            lines[entry["key"]] = (stamp, float(entry.get("latency_ms", 0.0)))
+    return lines
+
+
+def dispatcher_received(record: Path) -> dict[str, float]:
+    """key (the event's subject) -> when the dispatcher started delivering it.
+
+    Each record line is written when one subscription's delivery ended, `elapsed_ms` after it
+    started; the earliest start over the subscriptions is when the channel got the event.
+    """
+    received: dict[str, float] = {}
+    for entry in read_entries(record):
+        key = entry.get("subject")
+        if key is None:
+            continue
+        began = float(entry["time"]) - float(entry["elapsed_ms"]) / 1000
+        received[key] = min(began, received.get(key, began))
+    return received
+
+
+def wire_sync_bucket(s3: Any, rgw: Rgw, endpoints: Endpoints) -> None:
+    """A second bucket notifying the same source through a topic that is not persistent."""
+    s3.create_bucket(Bucket=SYNC_BUCKET)
+    argv = [
+        sys.executable, "-m", "common.cli", "notifications", "setup",
+        "--bucket", SYNC_BUCKET, "--topic", SYNC_TOPIC, "--endpoint", f"{endpoints.source}/",
+    ]  # fmt: skip
+    subprocess.run(
+        argv, cwd=REPO_ROOT, env={**os.environ, **rgw.env()}, check=True, capture_output=True
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -196,28 +268,80 @@ def all_pids(stack: Stack) -> dict[str, int]:
 
 
 def process_table(
-    stack: Stack, rss: dict[str, int | None], cpu: dict[str, float], objects: int
+    stack: Stack,
+    rss: dict[str, int | None],
+    cpu: dict[str, float],
+    objects: int,
+    raw: RawRun,
 ) -> list[str]:
+    """Where the CPU goes, per object in the pipeline and per Predict in the raw run."""
     rows = [
-        "| process | cold start (spawn -> ready) | idle RSS | CPU per object (throughput run) |",
-        "|---|---:|---:|---:|",
+        "| process | cold start (spawn -> ready) | idle RSS | CPU per object (pipeline run) "
+        "| CPU per Predict (raw run) |",
+        "|---|---:|---:|---:|---:|",
     ]
     ready = {p.name: p.ready_after for p in stack.processes}
-    for name in all_pids(stack):
+    raw_cpu = {"modelserver": raw.server_cpu, CLIENT: raw.client_cpu}
+    for name in [*all_pids(stack), CLIENT]:
         start = ready.get(name)
-        started = f"{start:.2f} s" if start is not None else "(rgw-up.sh)"
-        memory = f"{(rss.get(name) or 0) / 1024:.0f} MiB"
+        started = f"{start:.2f} s" if start is not None else ""
+        if name.endswith("(RGW)"):
+            started = "(rgw-up.sh)"
+        memory = f"{(rss.get(name) or 0) / 1024:.0f} MiB" if name in rss else ""
         per_object = f"{cpu.get(name, 0.0) * 1000 / objects:.1f} ms"
-        rows.append(f"| {name} | {started} | {memory} | {per_object} |")
+        per_call = f"{raw_cpu[name] * 1000 / raw.calls:.1f} ms" if name in raw_cpu else ""
+        rows.append(f"| {name} | {started} | {memory} | {per_object} | {per_call} |")
     total = sum(cpu.values()) * 1000 / objects
-    rows.append(f"| **all** | | | **{total:.1f} ms** |")
+    raw_total = sum(raw_cpu.values()) * 1000 / raw.calls
+    rows.append(f"| **all** | | | **{total:.1f} ms** | **{raw_total:.1f} ms** |")
     return rows
+
+
+CLIENT = "S3 / gRPC client (this benchmark)"
+
+
+def budget_table(cpu: dict[str, float], objects: int, seconds: float, raw: RawRun) -> list[str]:
+    """What the CPU per object allows on this machine's cores, next to what was measured."""
+    cores = os.cpu_count() or 1
+    per_object = sum(cpu.values()) / objects
+    per_call = (raw.server_cpu + raw.client_cpu) / raw.calls
+    ceiling = cores / per_object
+    model_share = cpu.get("modelserver", 0.0) / sum(cpu.values())
+    return [
+        "| CPU budget | value |",
+        "|---|---:|",
+        f"| cores | {cores} |",
+        f"| CPU per object, all processes (pipeline) | {per_object * 1000:.1f} ms |",
+        f"| of which the model server | {model_share:.0%} |",
+        f"| CPU per Predict, server + client (raw run) | {per_call * 1000:.1f} ms |",
+        f"| pipeline ceiling = cores / CPU per object | {ceiling:.1f} /s |",
+        f"| ceiling / raw model throughput (best ratio these costs allow) "
+        f"| {ceiling / raw.per_second:.2f} |",
+        f"| cores busy during the pipeline run | {sum(cpu.values()) / seconds:.2f} |",
+    ]
+
+
+def hop_rows(title: str, hops: list[Hops]) -> list[str]:
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.0f} / {percentile(values, 99):.0f} ms"
+
+    to_dispatcher = [h.dispatcher for h in hops]
+    dispatched = [h.logged - h.function - h.dispatcher for h in hops]
+    return [
+        f"| {title}: upload -> classification log | {cell([h.logged for h in hops])} |",
+        f"| ... upload -> dispatcher got the event (RGW, its queue, source) "
+        f"| {cell(to_dispatcher)} |",
+        f"| ... dispatcher -> function, until it starts its download | {cell(dispatched)} |",
+        f"| ... function: download + classify (its latency_ms) "
+        f"| {cell([h.function for h in hops])} |",
+        f"| ... the PUT itself (start -> answer) | {cell([h.put_done for h in hops])} |",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--amqp", action="store_true", help="RGW -> RabbitMQ -> AMQP source")
-    parser.add_argument("--objects", type=int, default=60, help="uploads for the throughput run")
+    parser.add_argument("--objects", type=int, default=150, help="uploads for the throughput run")
     parser.add_argument("--latency-objects", type=int, default=40)
     parser.add_argument("--rate", type=float, default=5.0, help="uploads/s for the latency run")
     parser.add_argument("--model-cache-dir", type=Path, default=REPO_ROOT / ".cache" / "models")
@@ -234,37 +358,54 @@ def main(argv: list[str] | None = None) -> int:
         demo = Demo(options, sys.stderr)
         endpoints = demo.build(stack)
         stack_seconds = time.monotonic() - rgw_started
-        bench = Bench(demo, stack, s3_client(endpoints.rgw))
+        s3 = s3_client(endpoints.rgw)
+        bench = Bench(demo, stack, s3)
         first_event = bench.warm_up()
         time.sleep(2)  # idle
         pids = all_pids(stack)
         rss = {name: rss_kib(pid) for name, pid in pids.items()}
-        raw = raw_predict_throughput(endpoints.grpc, bench.photos[0].jpeg)
+        raw = raw_predict_throughput(endpoints.grpc, bench.photos[0].jpeg, pids["modelserver"])
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        pipeline, puts = bench.throughput(args.objects)
+        client_before = time.process_time()
+        pipeline, puts, seconds = bench.throughput(args.objects)
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu[CLIENT] = time.process_time() - client_before
         latencies = bench.latencies(args.latency_objects, args.rate)
-        processes = process_table(stack, rss, cpu, args.objects)
+        sync_latencies = None
+        if not args.amqp:
+            wire_sync_bucket(s3, endpoints.rgw, endpoints)
+            sync_latencies = bench.latencies(args.latency_objects, args.rate, SYNC_BUCKET)
+        processes = process_table(stack, rss, cpu, args.objects, raw)
+        budget = budget_table(cpu, args.objects, seconds, raw)
 
     transport = "AMQP (RabbitMQ)" if args.amqp else "HTTP push, persistent topic"
+    logged = [h.logged for h in latencies]
     print(
         f"## Pipeline on this machine ({transport}; resnet = {RESNET_MODEL}, {CONCURRENCY} "
         "concurrent clients)\n"
     )
     print("| figure | value | goal |")
     print("|---|---:|---:|")
-    print(f"| raw model throughput (gRPC Predict, ready tensor) | {raw:.1f} /s | |")
+    print(f"| raw model throughput (gRPC Predict, ready tensor) | {raw.per_second:.1f} /s | |")
     print(f"| pipeline throughput ({args.objects} uploads -> results) | {pipeline:.1f} /s | |")
-    print(f"| pipeline / raw model | {pipeline / raw:.2f} | >= 0.8 |")
+    print(f"| pipeline / raw model | {pipeline / raw.per_second:.2f} | >= 0.8 |")
     print(f"| RGW PUTs/s during that run (upload phase alone) | {puts:.1f} /s | |")
     print(
         f"| upload -> classification log, p50 ({args.latency_objects} at {args.rate:g}/s) "
-        f"| {statistics.median(latencies):.0f} ms | <= 50 ms |"
+        f"| {statistics.median(logged):.0f} ms | <= 50 ms |"
     )
-    print(f"| upload -> classification log, p99 | {percentile(latencies, 99):.0f} ms | <= 200 ms |")
+    print(f"| upload -> classification log, p99 | {percentile(logged, 99):.0f} ms | <= 200 ms |")
     print(f"| cores on this machine | {os.cpu_count()} | |")
     print(f"| whole stack start (RGW included) | {stack_seconds:.1f} s | |")
     print(f"| first event after start (queue adoption included) | {first_event:.1f} s | |")
+    print()
+    print("\n".join(budget))
+    print()
+    print(f"| latency per hop ({args.latency_objects} uploads at {args.rate:g}/s) | p50 / p99 |")
+    print("|---|---:|")
+    print("\n".join(hop_rows(transport, latencies)))
+    if sync_latencies is not None:
+        print("\n".join(hop_rows("HTTP push, topic not persistent", sync_latencies)))
     print()
     print("\n".join(processes))
     return 0
