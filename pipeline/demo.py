@@ -72,6 +72,8 @@ class DemoOptions:
     knative_dir: Path = REPO_ROOT / "knative" / "base"
     model_cache_dir: Path | None = None
     keep_logs: Path | None = None
+    # Extra settings for the two classifiers (e.g. TAG_OBJECTS, ALLOWED_BUCKETS in fault runs).
+    classifier_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -281,7 +283,12 @@ class Demo:
         endpoints.functions["resnet"] = start_function(
             stack,
             "resnet",
-            {**s3_env, "RESNET_SERVING_ENDPOINT": grpc, "MODEL_NAME": RESNET_MODEL},
+            {
+                **s3_env,
+                "RESNET_SERVING_ENDPOINT": grpc,
+                "MODEL_NAME": RESNET_MODEL,
+                **options.classifier_env,
+            },
         )
         endpoints.functions["vision"] = start_function(
             stack,
@@ -291,6 +298,7 @@ class Demo:
                 "VISION_ENDPOINT": rest,
                 "GOOGLE_VISION_API_KEY": vision_key,
                 "VISION_MAX_RESULTS": "5",
+                **options.classifier_env,
             },
         )
         self.say(

@@ -109,6 +109,9 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready_after: float | None = None  # seconds from spawn to ready (cold start)
+    # Kept so that a fault scenario can start the same process again, as Knative would.
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready: Callable[[], bool] | None = None
 
     @property
     def pid(self) -> int:
@@ -213,8 +216,13 @@ class Stack:
         env: Mapping[str, str] | None = None,
         url: str | None = None,
     ) -> Process:
-        process = Process(name, list(argv), self.log_dir / f"{name}.log", url)
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        process = Process(name, list(argv), self.log_dir / f"{name}.log", url, env=dict(env or {}))
+        self._launch(process)
+        self.processes.append(process)
+        return process
+
+    def _launch(self, process: Process) -> None:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **process.env}
         with process.log_path.open("ab") as log:
             process.popen = subprocess.Popen(
                 process.argv,
@@ -226,7 +234,31 @@ class Stack:
                 start_new_session=True,
             )
         process.started_at = time.monotonic()
-        self.processes.append(process)
+        process.ready_after = None
+
+    def process(self, name: str) -> Process:
+        for process in self.processes:
+            if process.name == name:
+                return process
+        raise KeyError(f"no process named {name!r} in this stack")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process and everything in its session: a crash, no chance to clean up."""
+        process = self.process(name)
+        if process.popen is None or process.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, signal.SIGKILL)
+        process.popen.wait(10)
+
+    def restart(self, name: str, timeout: float = 60.0) -> Process:
+        """Start a stopped process again with the same argv and environment (so the same port),
+        as Knative starts a new pod for a crashed one, and wait until it is ready again."""
+        process = self.process(name)
+        if process.alive():
+            raise StackError(f"{name} is still running; stop or kill it first")
+        self._launch(process)
+        self._wait_ready(process, process.ready or (lambda: True), timeout)
         return process
 
     def start(
@@ -240,6 +272,12 @@ class Stack:
     ) -> Process:
         """Spawn and wait until `ready()` is true; StackError with the log tail otherwise."""
         process = self.spawn(name, argv, env, url)
+        process.ready = ready
+        self._wait_ready(process, ready, timeout)
+        return process
+
+    def _wait_ready(self, process: Process, ready: Callable[[], bool], timeout: float) -> None:
+        name = process.name
         deadline = time.monotonic() + timeout
         while not ready():
             if not process.alive():
@@ -255,7 +293,6 @@ class Stack:
                 )
             time.sleep(0.05)
         process.ready_after = time.monotonic() - process.started_at
-        return process
 
     def python_module(self, module: str, *args: str) -> list[str]:
         return [self.python, "-m", module, *args]
@@ -291,6 +328,37 @@ class Stack:
         for index, pid in enumerate(self.rgw.daemon_pids()):
             self.daemon_pids[f"rgw-daemon-{index}"] = pid
         return self.rgw
+
+    def stop_radosgw(self, timeout: float = 30.0) -> None:
+        """A clean stop of the gateway alone (SIGTERM by its pid file); the monitor and the OSD,
+        which hold the objects and the persistent notification queues, keep running."""
+        assert self.rgw is not None, "RGW was not started"
+        pid_file = self.rgw.data_dir / "run" / "client.rgw.gw.pid"
+        pid = int(pid_file.read_text().strip())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+    def start_stopped_rgw_daemons(self, timeout: float = 120.0) -> None:
+        """scripts/rgw-up.sh on the existing data dir: starts whichever daemon is down, on the
+        same port, with the same objects and queues."""
+        assert self.rgw is not None, "RGW was not started"
+        done = subprocess.run(
+            ["bash", str(SCRIPTS / "rgw-up.sh"), str(self.rgw.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise StackError(f"could not restart RGW (scripts/rgw-up.sh):\n{done.stderr.strip()}")
+        for index, pid in enumerate(self.rgw.daemon_pids()):
+            self.daemon_pids[f"rgw-daemon-{index}"] = pid
 
     def start_rabbitmq(self, port: int, timeout: float = 120.0) -> str:
         """RabbitMQ as a plain process (scripts/rabbitmq-up.sh); returns its AMQP URL."""
