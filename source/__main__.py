@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from botocore.exceptions import BotoCoreError
+
 from common.config import (
     DEAD_LETTER_URL,
     HOST,
@@ -136,7 +138,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError("name the way in: `python -m source http|amqp` (or SOURCE_MODE)")
         delivery = DeliverySettings.from_env(merged)
         host = env.required_str(HOST)
-        configure_logging((env.string(LOG_LEVEL) or "INFO").upper(), {"component": "source"})
+        level = (env.string(LOG_LEVEL) or "INFO").upper()
+        configure_logging(level, {"component": "source"})
+        if level != "DEBUG":
+            # One line per HTTP request or AMQP frame would drown the source's own lines.
+            for noisy in ("httpx", "httpcore", "pika"):
+                logging.getLogger(noisy).setLevel(logging.WARNING)
         if way == "http":
             listen = env.string(s.SOURCE_LISTEN) or f"{host}:{env.integer(PORT, 1, 65535)}"
             listen_host, listen_port = _host_port(listen, s.SOURCE_LISTEN.name)
@@ -171,6 +178,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (ConfigError, SpecError, NotificationError, BrokerUnavailable) as exc:
         sys.stderr.write(f"source: {exc}\n")
         return 2
+    except BotoCoreError as exc:  # RGW unreachable during the set-up
+        sys.stderr.write(f"source: set-up failed, RGW unreachable: {exc}\n")
+        return 1
     return 0
 
 
