@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.modelserver",
     "tests.fixtures.resnet",
     "tests.fixtures.vision",
+    "tests.fixtures.source",
 ]
