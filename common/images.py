@@ -43,7 +43,10 @@ _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 
 def decode_image(
-    data: bytes, max_pixels: int, min_size: tuple[int, int] | None = None
+    data: bytes,
+    max_pixels: int,
+    min_size: tuple[int, int] | None = None,
+    upright: bool = True,
 ) -> Image.Image:
     """An upright RGB image from encoded bytes (first frame of an animation).
 
@@ -57,9 +60,9 @@ def decode_image(
             image.draft("RGB", min_size)
         image.load()
         # Phones store the sensor's orientation and a tag saying how to rotate it for display;
-        # a classifier must see the photo the way a person does.
-        upright = ImageOps.exif_transpose(image)
-        return _to_rgb(upright)
+        # a classifier must see the photo the way a person does. (`upright=False` is for
+        # emulating a model that decodes as TF's decode_jpeg does, ignoring the tag.)
+        return _to_rgb(ImageOps.exif_transpose(image) if upright else image)
     except Image.DecompressionBombError as exc:
         raise TooLarge(f"image refused as a decompression bomb: {exc}") from None
     except _DECODE_ERRORS as exc:
