@@ -141,6 +141,7 @@ class ObjectStore:
 
 
 _GONE = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "404", "NotFound"}
+_BUSY = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "OperationAborted"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
@@ -151,6 +152,8 @@ def _map_client_error(exc: ClientError, where: str) -> EventError:
         return ObjectGone(f"{where} does not exist (any more)")
     if code in _DENIED or status == 403:
         return Forbidden(f"RGW denied access to {where} ({code or status})")
-    if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "RequestTimeout"}:
+    # 409 OperationAborted: RGW refuses concurrent writes to one object's tags (two events of
+    # the same object tagged at once); the next attempt succeeds, so the channel must retry.
+    if status >= 500 or status == 409 or code in _BUSY:
         return TransientError(f"RGW error on {where}: {code or status}")
     return PermanentError(f"RGW refused the request for {where}: {code or status}")

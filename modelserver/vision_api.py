@@ -106,7 +106,7 @@ def _parse_slot(index: int, entry: Any) -> _Slot:
             "Base64 decoding failed"
         ) from None
     try:
-        pixels = pixels_from_bytes(data)
+        pixels = pixels_from_bytes(data, upright=True)
     except ImageDecodeError:
         return _Slot(_image_error("Bad image data."))
     return _Slot(pixels=pixels, max_results=min(max_results, 1000))

@@ -14,8 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from pipeline.harness import AMQP_BUCKET, Harness, KeyOutcome, Upload
+from pipeline.harness import AMQP_BUCKET, CLASSIFIERS, Harness, KeyOutcome, Upload
 from pipeline.samples import photo
 from pipeline.topology import load_topology
 
@@ -380,3 +381,245 @@ def duplicate_delivery(harness: Harness, function: str, key: str) -> DuplicateCh
         - before.get("cloudevents_duplicates_total", 0.0),
         tags={t["Key"]: t["Value"] for t in tagging["TagSet"]},
     )
+
+
+# --- 7. bad input through the whole pipeline ----------------------------------------------------
+
+CLASSIFIED = "classified"
+
+
+@dataclass(frozen=True)
+class BadCase:
+    key: str
+    body: bytes
+    expect: str | int  # CLASSIFIED, or the status the dead letter must carry
+    # RGW may refuse the upload itself (then the client saw the error and nothing is expected).
+    refusal_ok: bool = False
+
+
+def bad_cases() -> list[BadCase]:
+    from pipeline import samples
+    from pipeline.harness import MAX_OBJECT_BYTES
+
+    jpeg = samples.upright_jpeg()
+
+    def long_key(size: int) -> str:
+        return f"bad/long{size}-" + "k" * (size - len(f"bad/long{size}-") - len(".jpg")) + ".jpg"
+
+    return [
+        BadCase("bad/truncated.jpg", samples.truncated_jpeg(), 415),
+        BadCase("bad/shopping-list.jpg", samples.text_as_jpeg(), 415),
+        BadCase("bad/bomb-28000x28000.png", samples.png_declaring(28000, 28000), 413),
+        BadCase("bad/empty.jpg", b"", 415),
+        BadCase("bad/over-the-cap.jpg", jpeg + b"\0" * (MAX_OBJECT_BYTES + 1 - len(jpeg)), 413),
+        BadCase("bad/greyscale.jpg", samples.greyscale_jpeg(), CLASSIFIED),
+        BadCase("bad/cmyk.jpg", samples.cmyk_jpeg(), CLASSIFIED),
+        BadCase("bad/animated.gif", samples.animated_gif(), CLASSIFIED),
+        BadCase("bad/exif-6.jpg", samples.exif_rotated_jpeg(6), CLASSIFIED),
+        BadCase("bad/exif-8.jpg", samples.exif_rotated_jpeg(8), CLASSIFIED),
+        BadCase("bad/with space and  two.jpg", jpeg, CLASSIFIED),
+        BadCase("bad/plus+sign+.jpg", jpeg, CLASSIFIED),
+        BadCase("bad/ünïcødé-猫-🐈.jpg", jpeg, CLASSIFIED),
+        BadCase("bad/percent%20%zz%.jpg", jpeg, CLASSIFIED),
+        BadCase(long_key(400), jpeg, CLASSIFIED),
+        # S3 allows 1024-byte keys; the local cluster's `osd max object name len = 460`
+        # (scripts/rgw-up.sh) makes RGW answer 500 to a PUT of one this long.
+        BadCase(long_key(1000), jpeg, CLASSIFIED, refusal_ok=True),
+    ]
+
+
+@dataclass
+class BadOutcome:
+    case: BadCase
+    uploaded: bool
+    got: str | int | None  # CLASSIFIED, a dead letter's status, or None (nothing: lost)
+    upload_error: str | None = None
+    function: str | None = None  # the classifier that refused it
+
+
+def bad_input(harness: Harness, timeout: float = SETTLE_TIMEOUT) -> list[BadOutcome]:
+    cases = bad_cases()
+    uploads = {u.key: u for u in harness.upload_many([(c.key, c.body) for c in cases], writers=4)}
+    keys = [k for k, u in uploads.items() if u.acknowledged]
+    outcomes = harness.wait_settled(keys, timeout)
+    found = []
+    for case in cases:
+        upload = uploads[case.key]
+        got: str | int | None = None
+        function: str | None = None
+        outcome = outcomes.get(case.key)
+        if outcome is not None and outcome.classified:
+            got = CLASSIFIED
+        elif outcome is not None and outcome.dead:
+            attributes = outcome.dead[0]["attributes"]
+            code = attributes.get("knativeerrorcode")
+            got = int(code) if code is not None else "no answer"
+            function = next(
+                (
+                    n
+                    for n in CLASSIFIERS
+                    if attributes.get("knativeerrordest", "").startswith(harness.url(n))
+                ),
+                None,
+            )
+        found.append(BadOutcome(case, upload.acknowledged, got, upload.error, function))
+    return found
+
+
+def bad_event(harness: Harness, index: int, keys: dict[str, str]) -> tuple[dict[str, str], bytes]:
+    """The index-th of a cycle of bad events a function must refuse cheaply (for the leak test)."""
+    from common.cloudevents_http import new_event, to_binary_headers
+    from pipeline.demo import BUCKET
+    from pipeline.harness import records, s3_record
+
+    kind = index % 7
+    event_id = f"bad-{index}"
+    if kind == 0:  # not a CloudEvent at all
+        return {"content-type": "application/json"}, b'{"hello": "world"}'
+    if kind == 1:  # data is not JSON
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": event_id,
+            "ce-source": "/bad",
+            "ce-type": "com.amazonaws.s3.ObjectCreated:Put",
+            "content-type": "application/json",
+        }
+        return headers, b"{not json" + b"x" * 500
+    target = {
+        2: (BUCKET, f"missing/{index}.jpg"),
+        3: (BUCKET, keys["text"]),
+        4: (BUCKET, keys["bomb"]),
+        5: (BUCKET, keys["truncated"]),
+        6: ("not-allowed", "x.jpg"),
+    }[kind]
+    event = new_event(
+        "com.amazonaws.s3.ObjectCreated:Put",
+        "/bad",
+        records(s3_record(*target)),
+        event_id=event_id,
+    )
+    return to_binary_headers(event)
+
+
+@dataclass
+class MemoryCheck:
+    function: str
+    events: int
+    rss_before_kib: int
+    rss_after_kib: int
+    statuses: dict[int, int]
+
+    @property
+    def growth_kib(self) -> int:
+        return self.rss_after_kib - self.rss_before_kib
+
+
+def memory_under_bad_events(
+    harness: Harness, function: str, events: int, warm_up: int = 200, concurrency: int = 8
+) -> MemoryCheck:
+    """RSS of one function before and after `events` bad events sent straight to it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline import samples
+    from pipeline.demo import BUCKET
+
+    keys = {
+        "text": "leak/text.jpg",
+        "bomb": "leak/bomb.png",
+        "truncated": "leak/truncated.jpg",
+    }
+    bodies = {
+        "text": samples.text_as_jpeg(),
+        "bomb": samples.png_declaring(28000, 28000),
+        "truncated": samples.truncated_jpeg(),
+    }
+    for name, key in keys.items():
+        harness.s3.put_object(Bucket=BUCKET, Key=key, Body=bodies[name])
+    url = harness.url(function) + "/"
+    statuses: dict[int, int] = {}
+
+    def send(index: int) -> int:
+        headers, body = bad_event(harness, index, keys)
+        return harness.http.post(url, headers=headers, content=body).status_code
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(send, range(warm_up)))
+        before = harness.rss_of(function)
+        for status in pool.map(send, range(warm_up, warm_up + events)):
+            statuses[status] = statuses.get(status, 0) + 1
+    return MemoryCheck(function, events, before, harness.rss_of(function), statuses)
+
+
+# --- 8. hostile events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostileAnswer:
+    case: str
+    target: str
+    status: int
+
+
+def hostile_events(harness: Harness, elsewhere: str) -> list[HostileAnswer]:
+    """Events that try to make a function read from elsewhere, or work without bound.
+    `elsewhere` is host:port of a recorder that must receive nothing."""
+    from common.cloudevents_http import new_event, to_binary_headers
+    from pipeline.demo import BUCKET
+    from pipeline.harness import records, s3_record
+
+    many = {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": BUCKET}, "object": {"key": f"k{i}"}},
+            }
+            for i in range(10_000)
+        ]
+    }
+    with_endpoint = s3_record(BUCKET, "chelsea.jpg")
+    with_endpoint["s3"]["bucket"]["endpoint"] = f"http://{elsewhere}/"
+    with_endpoint["s3"]["object"]["url"] = f"http://{elsewhere}/chelsea.jpg"
+    with_endpoint["s3"]["bucket"]["arn"] = f"http://{elsewhere}"
+    cases: dict[str, Any] = {
+        "bucket outside ALLOWED_BUCKETS": records(s3_record("private-bucket", "chelsea.jpg")),
+        "endpoint URL as the bucket": records(s3_record(f"{elsewhere}", "chelsea.jpg")),
+        "endpoint URL as the key": records(s3_record(BUCKET, f"http://{elsewhere}/x.jpg")),
+        "endpoint URL in extra record fields": records(with_endpoint),
+        "../ in the key": records(s3_record(BUCKET, "../private-bucket/chelsea.jpg")),
+        "10,000 records in one event": many,
+    }
+    answers = []
+    for name in ("resnet", "vision", "receiver"):
+        url = harness.url(name) + "/"
+        for case, data in cases.items():
+            event = new_event(
+                "com.amazonaws.s3.ObjectCreated:Put",
+                f"http://{elsewhere}/source",
+                data,
+                extensions={"endpoint": f"http://{elsewhere}/"},
+            )
+            headers, body = to_binary_headers(event)
+            status = harness.http.post(url, headers=headers, content=body).status_code
+            answers.append(HostileAnswer(case, name, status))
+        raw = {
+            "10 MB body": (
+                {"ce-specversion": "1.0", "ce-id": "big", "ce-source": "/x",
+                 "ce-type": "com.amazonaws.s3.ObjectCreated:Put",
+                 "content-type": "application/json"},
+                b'{"Records": [' + b" " * (10 * 1024 * 1024) + b"]}",
+            ),
+            "invalid UTF-8 data": (
+                {"ce-specversion": "1.0", "ce-id": "utf8", "ce-source": "/x",
+                 "ce-type": "com.amazonaws.s3.ObjectCreated:Put",
+                 "content-type": "application/json"},
+                b'{"Records": [{"eventName": "\xff\xfe\xc3\x28"}]}',
+            ),
+            "invalid UTF-8 structured event": (
+                {"content-type": "application/cloudevents+json"},
+                b'{"specversion": "1.0", "id": "\xff\xfe", "source": "/x", "type": "t"}',
+            ),
+        }  # fmt: skip
+        for case, (headers, body) in raw.items():
+            status = harness.http.post(url, headers=headers, content=body).status_code
+            answers.append(HostileAnswer(case, name, status))
+    return answers
