@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -221,4 +221,14 @@ def _time(value: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
+        pass
+    # RGW 16.2 writes "0.000000" (seconds since the epoch, unset) into the record of a PUT that
+    # failed after its notification was reserved. Refusing the record would make RGW's
+    # persistent queue push it again forever; the time is informational, so it is dropped.
+    try:
+        seconds = float(value)
+        if seconds != seconds:  # NaN
+            raise ValueError(value)
+        return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else None
+    except (ValueError, OverflowError, OSError):
         raise UnsupportedPayload(f"invalid event time {value[:40]!r}") from None

@@ -335,6 +335,9 @@ class Demo:
 
         # The channel answers after the classifiers did (and retried): give it time.
         delivery = ["--sink", endpoints.dispatcher, "--timeout", "120", "--deadline", "600"]
+        # Unusable notifications are parked there too: answered 4xx instead, RGW's persistent
+        # queue would push them again forever (and hold back the entries behind them).
+        delivery += ["--dead-letter-url", endpoints.dead_letters]
         endpoints.source = f"http://127.0.0.1:{source_port}"
         if amqp_url is not None:
             argv = _module_argv(

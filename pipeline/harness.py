@@ -326,6 +326,7 @@ class Harness:
             "source", "amqp", "--url", self.amqp_url, "--queue", AMQP_TOPIC,
             "--exchange", AMQP_EXCHANGE, "--health-port", str(port),
             "--sink", self.endpoints.dispatcher, "--timeout", "120", "--deadline", "600",
+            "--dead-letter-url", self.endpoints.dead_letters,
         )  # fmt: skip
         self.stack.start(
             "source-amqp",
