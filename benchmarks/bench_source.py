@@ -177,6 +177,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=500)
     parser.add_argument("--burst", type=int, default=2000)
+    parser.add_argument("--ways", default="http,amqp", help="comma-separated: http, amqp")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +187,7 @@ def main() -> int:
         with stack(work) as (rgw, amqp_url):
             s3 = rgw.s3_client()
             sns = rgw.sns_client()
-            for way in ("http", "amqp"):
+            for way in args.ways.split(","):
                 bucket = rgw.unique_name(f"bench-{way}")
                 s3.create_bucket(Bucket=bucket)
                 topic = rgw.unique_name(f"bench-{way}")
