@@ -1,7 +1,8 @@
 """The HTTP receive adapter: RGW pushes notifications here (persistent topic), we forward them.
 
 RGW hears 2xx only once the sink accepted (or the dead letter took) every record of its request;
-otherwise 503, and RGW keeps the entry in its persistent queue and pushes it again later. So
+unusable input (no S3 notification) is logged, counted, dead-lettered and answered 202; otherwise
+503, and RGW keeps the entry in its persistent queue and pushes it again later. So
 nothing is lost while the sink or the functions are down, and a redelivered record maps to the
 same CloudEvent id.
 
@@ -60,8 +61,14 @@ def create_http_app(
             # RGW keeps the entry and pushes it again; records of this push that already got
             # through will come again with the same ids (at least once).
             return PlainTextResponse("sink unavailable, retry later", status_code=503)
-        if result.rejected:
-            return PlainTextResponse(f"unusable notification: {result.invalid}", status_code=400)
+        if result.invalid is not None:
+            # Never 4xx: RGW retries every non-2xx answer, so an unusable entry would sit at the
+            # head of its persistent queue and be pushed again forever. It was logged, counted
+            # and dead-lettered (if a URL is set) instead.
+            what = "dead-lettered" if not result.rejected else "dropped"
+            return PlainTextResponse(
+                f"unusable notification, {what}: {result.invalid}", status_code=202
+            )
         return PlainTextResponse("ok")
 
     routes = [

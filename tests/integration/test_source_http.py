@@ -136,16 +136,20 @@ def test_cloudevents_pushed_by_rgw_are_passed_on(log_dir: Path, recorder: Record
     assert event.data["Records"][0]["s3"]["object"]["key"] == "k"
 
 
-def test_unusable_push_is_refused_and_dead_lettered(log_dir: Path, recorder: Recorder) -> None:
+def test_unusable_push_is_acknowledged_and_dead_lettered(log_dir: Path, recorder: Recorder) -> None:
+    """Never a 4xx to RGW: it would push a poison entry again forever, blocking its queue."""
     with start_recorder(log_dir, "dead-letters") as dead_letters:
         with running_source(log_dir, "http", recorder.url("/")) as source:
             answer = httpx.post(source.url("/"), content=b'{"hello": 1}', timeout=10)
-            assert answer.status_code == 400
-            assert "S3 notification" in answer.text
+            assert answer.status_code == 202
+            assert "dropped" in answer.text and "S3 notification" in answer.text
+            metrics = httpx.get(source.url("/metrics")).text
+            assert 'source_events_failed_total{reason="invalid"} 1.0' in metrics
         env = {"DEAD_LETTER_URL": dead_letters.url("/dlq")}
         with running_source(log_dir, "http", recorder.url("/"), env) as source:
             answer = httpx.post(source.url("/"), content=b"not json", timeout=10)
-            assert answer.status_code == 200
+            assert answer.status_code == 202
+            assert "dead-lettered" in answer.text
         [parked] = dead_letters.wait_for(1)
     assert parked.body == b"not json"
     assert parked.header("ce-type") == "dev.rgwinference.source.invalid"
