@@ -19,11 +19,12 @@ What RGW 16.2 (Pacific) does, and why the code below looks the way it does:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -244,6 +245,8 @@ def _rgw_error(what: str, exc: ClientError) -> NotificationError:
 
 def ensure_topic(sns: SNSClient, spec: TopicSpec) -> str:
     """Create the topic or reset all its attributes to `spec`; returns its ARN."""
+    if spec.is_amqp:
+        _check_one_exchange_per_broker(sns, spec)
     try:
         answer = sns.create_topic(Name=spec.name, Attributes=spec.attributes())
     except ClientError as exc:
@@ -251,6 +254,33 @@ def ensure_topic(sns: SNSClient, spec: TopicSpec) -> str:
             f"creating topic {spec.name!r} -> {_without_password(spec.endpoint)}", exc
         ) from exc
     return answer["TopicArn"]
+
+
+def _check_one_exchange_per_broker(sns: SNSClient, spec: TopicSpec) -> None:
+    """RGW 16.2 keeps one AMQP connection per broker URL, bound to the exchange of the first
+    topic that used it; a topic naming another exchange on the same URL is silently never
+    delivered ("AMQP connect: exchange mismatch" in RGW's log, and a persistent topic retries
+    it forever). Refuse that up front."""
+    try:
+        arns = {t["TopicArn"] for t in sns.list_topics().get("Topics", [])}
+    except ClientError as exc:
+        raise _rgw_error("listing topics", exc) from exc
+    for arn in sorted(arns - {topic_arn(spec.name)}):
+        attributes = get_topic(sns, arn) or {}
+        try:
+            endpoint = json.loads(attributes.get("EndPoint") or "{}")
+        except ValueError:
+            continue
+        if endpoint.get("EndpointAddress") != spec.endpoint:
+            continue
+        args = parse_qs(str(endpoint.get("EndpointArgs", "")))
+        exchange = args.get("amqp-exchange", [""])[-1]
+        if exchange and exchange != spec.amqp_exchange:
+            raise SpecError(
+                f"topic {spec.name!r}: topic {topic_name_of(arn)!r} already publishes to exchange "
+                f"{exchange!r} at {_without_password(spec.endpoint)}; RGW uses one exchange per "
+                f"broker URL, so use exchange {exchange!r} here too (or another broker URL)"
+            )
 
 
 def get_topic(sns: SNSClient, arn: str) -> dict[str, str] | None:

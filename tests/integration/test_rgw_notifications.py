@@ -219,3 +219,21 @@ def test_non_persistent_event_is_dropped_when_the_endpoint_fails(
     keys = [record_of(r)["s3"]["object"]["key"] for r in recorder.requests()]
     assert keys == ["dropped", "control"], "the failed push must not be retried"
     assert [c["Id"] for c in list_notifications(s3, bucket)] == [f"{topic}-id"]
+
+
+def test_a_second_exchange_on_one_broker_url_is_refused(rgw: RgwGateway) -> None:
+    # RGW 16.2 would silently never deliver the second topic ("exchange mismatch").
+    from common.notifications import SpecError, delete_topic, ensure_topic
+
+    sns = rgw.sns_client()
+    broker = f"amqp://127.0.0.1:{os.getpid() % 50000 + 10000}"  # nothing needs to listen
+    first, second = f"ex-first-{os.getpid()}", f"ex-second-{os.getpid()}"
+    try:
+        ensure_topic(sns, TopicSpec(first, broker, amqp_exchange="one"))
+        ensure_topic(sns, TopicSpec(first, broker, amqp_exchange="two"))  # the same topic may move
+        with pytest.raises(SpecError, match=f"topic '{first}' already publishes to exchange 'two'"):
+            ensure_topic(sns, TopicSpec(second, broker, amqp_exchange="one"))
+        ensure_topic(sns, TopicSpec(second, broker, amqp_exchange="two"))
+    finally:
+        delete_topic(sns, first)
+        delete_topic(sns, second)
