@@ -535,7 +535,11 @@ def load_all_settings_modules() -> list[EnvVar]:
 
 
 def main() -> int:
-    sys.stdout.write(describe_markdown(load_all_settings_modules()))
+    # Run as `python -m common.config`, this file is `__main__`, while the settings modules
+    # register into the imported `common.config`: read that one.
+    import common.config as registry
+
+    sys.stdout.write(registry.describe_markdown(registry.load_all_settings_modules()))
     return 0
 
 
