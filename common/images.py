@@ -69,6 +69,12 @@ def decode_image(
         raise NotAnImage(f"image data is truncated or corrupt: {_short(exc)}") from None
 
 
+def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
+    """(format, width, height) from the header alone: NotAnImage or TooLarge without decoding."""
+    image = _open_within_limit(data, max_pixels)
+    return str(image.format), image.width, image.height
+
+
 def _open_within_limit(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise NotAnImage("the object is empty")

@@ -171,7 +171,8 @@ osd objectstore = memstore
 memstore device bytes = $MEMSTORE_BYTES
 # a clean stop must unmount, or memstore never writes its contents to disk
 osd fast shutdown = false
-osd max object name len = 460
+# S3 allows 1024-byte keys; RGW names RADOS objects <bucket marker>_<key>, so leave room.
+osd max object name len = 2048
 osd max object namespace len = 64
 
 [client.rgw.gw]

@@ -71,3 +71,12 @@ def test_wrong_secret_is_refused(rgw: RgwGateway) -> None:
     with pytest.raises(ClientError) as refused:
         wrong.s3_client().list_buckets()
     assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_keys_up_to_s3s_1024_bytes(rgw: RgwGateway, bucket: str) -> None:
+    # RGW's default `osd max object name len` would refuse keys over ~400 bytes with a 500.
+    s3 = rgw.s3_client()
+    key = "dir/" + "é" * 508 + ".jpg"
+    assert len(key.encode("utf-8")) == 1024
+    s3.put_object(Bucket=bucket, Key=key, Body=b"long")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"long"
