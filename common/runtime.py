@@ -147,7 +147,8 @@ def _error_response(exc: EventError, event_id: str | None) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with TooLarge (413) past `limit` bytes without reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"request body is {declared} bytes; the limit is {limit}")
@@ -206,7 +207,7 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
         event_id: str | None = None
         fields: dict[str, Any] = {}
         try:
-            body = await _read_body(request, runtime.max_event_bytes)
+            body = await read_body(request, runtime.max_event_bytes)
             event = parse_request(request.headers, body)
             event_id = event.get_id()
             fields = {"event_id": event_id, "event_type": event.get_type()}

@@ -55,8 +55,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from common.cloudevents_http import STRUCTURED_CONTENT_TYPE, parse_request
-from common.errors import InvalidCloudEvent
+from common.errors import InvalidCloudEvent, TooLarge
 from common.logs import configure_logging
+from common.runtime import read_body
 from pipeline.topology import (
     DeliverySpec,
     Destination,
@@ -441,9 +442,16 @@ class Dispatcher:
             self.record.flush()
 
 
-def create_app(dispatcher: Dispatcher) -> Starlette:
+# A channel holds whole events in memory; S3 notification events are a few KiB.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def create_app(dispatcher: Dispatcher, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
     async def receive(request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await read_body(request, max_body_bytes)
+        except TooLarge as exc:
+            return JSONResponse({"error": exc.code, "message": exc.message}, exc.status)
         message = Message.from_http(request.headers, body)
         try:
             event = parse_request(message.headers, body)
@@ -500,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--record", type=Path, help="append each outcome to this JSON-lines file")
     parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=MAX_BODY_BYTES,
+        help=f"largest event accepted; larger gets 413 (default {MAX_BODY_BYTES})",
+    )
+    parser.add_argument(
         "--attempt-timeout",
         type=float,
         default=DEFAULT_ATTEMPT_TIMEOUT,
@@ -533,7 +547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     record = args.record.open("a", encoding="utf-8") if args.record else None
     try:
-        app = create_app(Dispatcher(plans, Poster(), record, args.attempt_timeout))
+        app = create_app(
+            Dispatcher(plans, Poster(), record, args.attempt_timeout), args.max_body_bytes
+        )
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     finally:
         if record is not None:

@@ -57,10 +57,6 @@ def test_source_refuses_push_bodies_over_its_cap(stack_intact: Harness) -> None:
     assert answer.status_code == 413
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/dispatcher.py reads any request body whole (no cap): see docs/security.md",
-)
 def test_channel_refuses_bodies_over_a_cap(stack_intact: Harness) -> None:
     body = b'{"Records": [' + b" " * (10 * 1024 * 1024) + b"]}"
     headers = {
