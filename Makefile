@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 REGISTRY ?=
 TAG ?= 0.1.0
 
-.PHONY: help venv system-deps test test-unit test-images images lint typecheck docs demo up bench clean
+.PHONY: help venv system-deps test test-unit test-images images lint typecheck docs demo up bench soak clean
 
 help:
 	@echo "make demo   run the whole pipeline locally on real RGW, real models and real photos"
@@ -68,6 +68,11 @@ bench: $(addprefix bench-,$(BENCHMARKS))
 
 bench-%: system-deps venv
 	$(PY) -m benchmarks.bench_$*
+
+SOAK_ARGS ?= --objects 1000
+# The fault scenarios at size (tests/reliability runs them small): a table; exit 1 if anything was lost.
+soak: system-deps venv
+	$(PY) -m benchmarks.bench_soak $(SOAK_ARGS)
 
 bench-images: venv
 	bash scripts/install-system-deps.sh images
