@@ -214,6 +214,10 @@ def retry_account(harness: Harness, keys: list[str], received_before: float) -> 
     )
 
 
+# How long the model server stays down past `down` waiting for a delivery to meet the outage.
+OUTAGE_OBSERVED_TIMEOUT = 30.0
+
+
 def modelserver_down(
     harness: Harness, objects: int, down: float = 10.0
 ) -> tuple[ScenarioResult, RetryAccount]:
@@ -223,9 +227,19 @@ def modelserver_down(
         harness.counters(n).get("cloudevents_received_total", 0.0) for n in ("resnet", "vision")
     )
 
+    def unavailable_answers() -> float:
+        counters = harness.counters("resnet")
+        return sum(v for k, v in counters.items() if k.startswith("cloudevents_failed_total{"))
+
     def fault() -> None:
+        failed_before = unavailable_answers()
         harness.stack.kill("modelserver")
         time.sleep(down)
+        # The scenario is about deliveries that meet the outage. RGW's persistent queue can hold
+        # events back for seconds; if none has reached resnet yet, stay down until one has.
+        deadline = time.monotonic() + OUTAGE_OBSERVED_TIMEOUT
+        while unavailable_answers() <= failed_before and time.monotonic() < deadline:
+            time.sleep(0.2)
         harness.stack.restart("modelserver", timeout=300)
 
     uploads, started = _during(harness, "modelserver-down", objects, fault, rate=4.0)
