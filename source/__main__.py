@@ -66,6 +66,12 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     _flag(setup, "--prefix", s.SETUP_PREFIX, "only keys starting with this")
     _flag(setup, "--suffix", s.SETUP_SUFFIX, "only keys ending with one of these (comma-sep.)")
     _flag(setup, "--notification-id", s.SETUP_NOTIFICATION_ID, "the notification's Id")
+    _flag(
+        setup,
+        "--amqp-persistent",
+        s.SETUP_AMQP_PERSISTENT,
+        "AMQP way: persistent RGW topic (true/false)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +130,7 @@ def _setup_request(env: Env, way: str, endpoint: str, exchange: str | None) -> S
         suffixes=suffixes,
         notification_id=env.string(s.SETUP_NOTIFICATION_ID),
         amqp_exchange=exchange,
+        persistent=way != "amqp" or env.flag(s.SETUP_AMQP_PERSISTENT),
     )
 
 

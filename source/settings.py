@@ -132,6 +132,15 @@ SETUP_NOTIFICATION_ID = env_var(
     "Set-up: the notification's Id on the bucket (default: the topic name).",
     SOURCE,
 )
+SETUP_AMQP_PERSISTENT = env_var(
+    "SETUP_AMQP_PERSISTENT",
+    "Set-up, AMQP way: make the RGW topic persistent (queued in RADOS while the broker is down). "
+    "Off by default: radosgw 16.2.15 was seen to segfault with persistent AMQP topics; without "
+    "it RGW publishes inside the PUT and waits for the broker's ack, and an event is lost only "
+    "while the broker itself is down.",
+    SOURCE,
+    "false",
+)
 
 # Attribute names the overrides may not touch: they are the event's identity and its data.
 _CORE_ATTRIBUTES = frozenset(

@@ -1,8 +1,10 @@
 """Set-up on start: the RGW topic and the bucket notification that point at this source.
 
 Idempotent (common.notifications upserts both), so every replica may run it on every start.
-Topics are always persistent: RGW queues events in RADOS and retries them until the source (HTTP)
-or the broker (AMQP) takes them, so nothing is lost while the source is down.
+HTTP-way topics are always persistent: RGW queues events in RADOS and retries them until the
+source takes them, so nothing is lost while the source is down. AMQP-way topics are persistent
+only on request (SETUP_AMQP_PERSISTENT): the broker's durable queue already holds events while the
+source is down, and radosgw 16.2.15 was seen to segfault with persistent AMQP topics.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ class SetupRequest:
     suffixes: tuple[str, ...] = ()
     notification_id: str | None = None
     amqp_exchange: str | None = None
+    persistent: bool = True
 
     def topic_spec(self) -> TopicSpec:
         amqp = self.amqp_exchange is not None
         return TopicSpec(
             name=self.topic,
             endpoint=self.endpoint,
-            persistent=True,
+            persistent=self.persistent,
             amqp_exchange=self.amqp_exchange,
             amqp_ack_level="broker" if amqp else None,
         )
