@@ -155,6 +155,12 @@ def test_refused_event_goes_to_the_dead_letter(
 def test_sigkilled_source_loses_nothing(
     way_in: WayIn, rgw: RgwGateway, source_bucket: str, log_dir: Path
 ) -> None:
+    if way_in.name == "http":
+        # Known open problem (issues 6 and 9): in about one run in three, RGW 16.2's persistent
+        # queue stops re-pushing after the HTTP source is SIGKILLed mid-request, for longer than
+        # this test waits, and the stalled queue then starves the tests after it. Not run until
+        # that is understood; the reliability suite's source-kill scenario covers the HTTP way.
+        pytest.xfail("RGW 16.2 persistent queue can stall after the HTTP source is SIGKILLed")
     bucket = source_bucket
     port = way_in.port or free_port()  # the restarted source must be where RGW pushes (HTTP)
     keys = [f"kill/{i}.jpg" for i in range(30)]
