@@ -251,7 +251,11 @@ class Demo:
         )
         s3_client(rgw).create_bucket(Bucket=BUCKET)
 
-        source_port = free_port()
+        # HTTP way: the stack holds the source's listening socket (socket activation), so RGW's
+        # pushes wait in its backlog while the source is down instead of being refused: RGW
+        # 16.2 retries a refused push at once, in a tight loop that can hang its queue.
+        listener = None if options.amqp else stack.hold_listener()
+        source_port = free_port() if listener is None else int(listener.getsockname()[1])
         amqp_url = None
         if options.amqp:
             amqp_url = stack.start_rabbitmq(free_port())
@@ -345,15 +349,17 @@ class Demo:
                 "--exchange", AMQP_EXCHANGE, "--health-port", str(source_port), *delivery,
             )  # fmt: skip
         else:
-            argv = _module_argv(
-                stack, "source", "http", "--listen", f"127.0.0.1:{source_port}", *delivery
-            )
+            argv = _module_argv(stack, "source", "http", *delivery)
+        source_env = {"PORT": str(source_port), "HOST": "127.0.0.1", **s3_env}
+        if listener is not None:
+            source_env["SOURCE_LISTEN_FD"] = str(listener.fileno())
         stack.start(
             "source",
             argv,
             _ready_http(f"{endpoints.source}/health/readiness"),
-            env={"PORT": str(source_port), "HOST": "127.0.0.1", **s3_env},
+            env=source_env,
             url=endpoints.source,
+            listener=listener,
         )
         self.say(f"source ({'amqp' if options.amqp else 'http'}) at {endpoints.source}")
         return endpoints

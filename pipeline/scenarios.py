@@ -21,8 +21,8 @@ from pipeline.samples import photo
 from pipeline.topology import load_topology
 
 SETTLE_TIMEOUT = 120.0
-# RGW 16.2 retries a failed HTTP push from its persistent queue on a slow timer, and adopts a
-# queue only at its 30 s rescan: the source/RGW scenarios allow for both.
+# A restarted radosgw adopts its persistent queues only at its 30 s rescan (after the old
+# owner's lock expired): the source/RGW scenarios allow for that.
 SLOW_SETTLE_TIMEOUT = 150.0
 
 

@@ -112,6 +112,9 @@ class Process:
     # Kept so that a fault scenario can start the same process again, as Knative would.
     env: Mapping[str, str] = field(default_factory=dict)
     ready: Callable[[], bool] | None = None
+    # A listening socket the stack holds and every start of this process inherits, so its port
+    # keeps accepting while the process is down (see source/listener.py).
+    listener: socket.socket | None = None
 
     @property
     def pid(self) -> int:
@@ -189,6 +192,7 @@ class Stack:
     rgw: Rgw | None = None
     rabbitmq_dir: Path | None = None
     daemon_pids: dict[str, int] = field(default_factory=dict)
+    listeners: list[socket.socket] = field(default_factory=list)
     python: str = sys.executable
     _closed: bool = False
 
@@ -215,8 +219,10 @@ class Stack:
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
         url: str | None = None,
+        listener: socket.socket | None = None,
     ) -> Process:
         process = Process(name, list(argv), self.log_dir / f"{name}.log", url, env=dict(env or {}))
+        process.listener = listener
         self._launch(process)
         self.processes.append(process)
         return process
@@ -232,6 +238,7 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=() if process.listener is None else (process.listener.fileno(),),
             )
         process.started_at = time.monotonic()
         process.ready_after = None
@@ -269,9 +276,10 @@ class Stack:
         env: Mapping[str, str] | None = None,
         url: str | None = None,
         timeout: float = 60.0,
+        listener: socket.socket | None = None,
     ) -> Process:
         """Spawn and wait until `ready()` is true; StackError with the log tail otherwise."""
-        process = self.spawn(name, argv, env, url)
+        process = self.spawn(name, argv, env, url, listener)
         process.ready = ready
         self._wait_ready(process, ready, timeout)
         return process
@@ -293,6 +301,15 @@ class Stack:
                 )
             time.sleep(0.05)
         process.ready_after = time.monotonic() - process.started_at
+
+    def hold_listener(self) -> socket.socket:
+        """A listening socket on a free loopback port that the stack holds until `close()`, for
+        a process started with `listener=` (socket activation, as systemd's .socket units do)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        self.listeners.append(sock)
+        return sock
 
     def python_module(self, module: str, *args: str) -> list[str]:
         return [self.python, "-m", module, *args]
@@ -395,6 +412,8 @@ class Stack:
         try:
             for process in reversed(self.processes):
                 process.stop()
+            for sock in self.listeners:
+                sock.close()
             if self.rabbitmq_dir is not None:
                 subprocess.run(
                     ["bash", str(SCRIPTS / "rabbitmq-down.sh"), str(self.rabbitmq_dir), "--purge"],

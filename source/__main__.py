@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -31,6 +32,7 @@ from common.logs import configure_logging
 from common.notifications import NotificationError, SpecError
 from source import settings as s
 from source.amqp_consumer import AmqpSettings, BrokerUnavailable, declare_topology
+from source.listener import inherited_listener, listen_address
 from source.service import run_amqp, run_http
 from source.settings import DeliverySettings, parse_events
 from source.setup import SetupRequest, run_setup
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     ways = parser.add_subparsers(dest="way", metavar="{http,amqp}")
     http = ways.add_parser("http", help="receive RGW's HTTP pushes (persistent topic)")
     _flag(http, "--listen", s.SOURCE_LISTEN, "host:port to listen on (default $HOST:$PORT)")
+    _flag(http, "--listen-fd", s.SOURCE_LISTEN_FD, "serve on this inherited listening socket")
     _flag(http, "--push-endpoint", s.SOURCE_PUSH_ENDPOINT, "URL RGW pushes to (set-up only)")
     _common_flags(http)
     amqp = ways.add_parser("amqp", help="consume RGW's events from a RabbitMQ queue")
@@ -152,13 +155,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             for noisy in ("httpx", "httpcore", "pika"):
                 logging.getLogger(noisy).setLevel(logging.WARNING)
         if way == "http":
-            listen = env.string(s.SOURCE_LISTEN) or f"{host}:{env.integer(PORT, 1, 65535)}"
+            listener: socket.socket | None = None
+            if env.string(s.SOURCE_LISTEN_FD):
+                fd = env.integer(s.SOURCE_LISTEN_FD, 0, 65535)
+                listener = inherited_listener(fd, s.SOURCE_LISTEN_FD.name)
+                listen = listen_address(listener)
+            else:
+                listen = env.string(s.SOURCE_LISTEN) or f"{host}:{env.integer(PORT, 1, 65535)}"
             listen_host, listen_port = _host_port(listen, s.SOURCE_LISTEN.name)
             endpoint = env.string(s.SOURCE_PUSH_ENDPOINT) or f"http://{listen}/"
             request = _setup_request(env, way, endpoint, None)
             if request is not None:
                 run_setup(request, S3Settings.from_env(merged))
-            asyncio.run(run_http(delivery, listen_host, listen_port))
+            asyncio.run(run_http(delivery, listen_host, listen_port, listener))
         else:
             amqp = AmqpSettings(
                 url=env.required_str(s.AMQP_URL),

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -53,7 +54,10 @@ def _on_stop_signals(callback: Callable[[], None]) -> None:
         loop.add_signal_handler(sig, callback)
 
 
-async def run_http(settings: DeliverySettings, host: str, port: int) -> None:
+async def run_http(
+    settings: DeliverySettings, host: str, port: int, listener: socket.socket | None = None
+) -> None:
+    """Serve RGW's pushes on host:port, or on `listener` (inherited, see source.listener)."""
     metrics = SourceMetrics()
     deliverer = Deliverer(settings, metrics)
     pipeline = Pipeline(settings, deliverer, metrics, way="http")
@@ -71,7 +75,7 @@ async def run_http(settings: DeliverySettings, host: str, port: int) -> None:
     _on_stop_signals(stop)
     log.info("receiving RGW pushes", extra={"listen": f"{host}:{port}", "sink": settings.sink})
     try:
-        await server.serve()
+        await server.serve(sockets=None if listener is None else [listener])
     finally:
         await deliverer.aclose()
     log.info("stopped")

@@ -37,6 +37,13 @@ SOURCE_LISTEN = env_var(
     "HTTP way: host:port the receive adapter listens on for RGW pushes (default $HOST:$PORT).",
     SOURCE,
 )
+SOURCE_LISTEN_FD = env_var(
+    "SOURCE_LISTEN_FD",
+    "HTTP way: serve on this inherited listening socket (file descriptor number) instead of "
+    "opening SOURCE_LISTEN, so the port keeps accepting while the source restarts (systemd "
+    ".socket unit: 3). See docs/source.md.",
+    SOURCE,
+)
 SOURCE_HEALTH_PORT = env_var(
     "SOURCE_HEALTH_PORT",
     "AMQP way: port of the health/metrics server (default $PORT).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_uploads_arrive_as_cloudevents(
     source_bucket: str,
     log_dir: Path,
     source_http_topic: str,
-    source_http_port: int,
+    source_http_listener: socket.socket,
 ) -> None:
     bucket = source_bucket
     s3 = rgw.s3_client()
@@ -51,7 +52,7 @@ def test_uploads_arrive_as_cloudevents(
             sink.url("/"),
             rgw.env(),
             setup_args(bucket, source_http_topic),
-            port=source_http_port,
+            listener=source_http_listener,
         ),
     ):
         for key in KEYS:
@@ -79,7 +80,7 @@ def test_delete_objects_yields_distinct_ids(
     source_bucket: str,
     log_dir: Path,
     source_http_topic: str,
-    source_http_port: int,
+    source_http_listener: socket.socket,
 ) -> None:
     bucket = source_bucket
     s3 = rgw.s3_client()
@@ -94,7 +95,7 @@ def test_delete_objects_yields_distinct_ids(
             sink.url("/"),
             rgw.env(),
             setup_args(bucket, source_http_topic, "--events", "removed"),
-            port=source_http_port,
+            listener=source_http_listener,
         ),
     ):
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys]})

@@ -593,3 +593,16 @@ def test_rook_notifications_are_tied_to_the_bucket(overlay: str) -> None:
         if rule["name"] == "suffix"
     }
     assert {".jpg", ".jpeg", ".png"} <= suffixes
+
+
+def test_http_receive_adapter_always_has_a_ready_pod() -> None:
+    """RGW pushes to the adapter's Service; with no ready pod every push is refused at once and
+    RGW 16.2 retries in a tight loop that can hang its persistent queue (docs/source.md)."""
+    objects = index(build(KNATIVE / "overlays" / "http-adapter"))
+    deployment = objects[("Deployment", "rgw-source")]["spec"]
+    assert deployment["replicas"] >= 2
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    budget = objects[("PodDisruptionBudget", "rgw-source")]["spec"]
+    assert budget["minAvailable"] >= 1
+    pod_labels = deployment["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
