@@ -18,7 +18,7 @@ object listens locally. For every CloudEvent POSTed to `/`:
   of one event lands on the same revision, and a test can tell where an event had to go;
 - a failed attempt is retried as Knative's delivery block says: connection errors, timeouts and
   status 404, 408, 409, 429 and 5xx, `retry` times, waiting backoffDelay * 2^n (exponential) or
-  backoffDelay * n (linear) before retry n;
+  backoffDelay * n (linear) after n retries (n = 0 before the first, as Knative counts);
 - what fails for good goes to the deadLetterSink with Knative's extensions knativeerrordest,
   knativeerrorcode and knativeerrordata (base64 of the subscriber's answer, first 1 KiB);
 - a 2xx answer that carries a CloudEvent is POSTed on to the Subscription's reply destination
@@ -363,7 +363,7 @@ class Dispatcher:
             retries_done = attempts - 1
             if not is_retryable(status) or retries_done >= delivery.retry:
                 return Attempted(False, status, attempts, response, error)
-            await asyncio.sleep(delivery.backoff(retries_done + 1))
+            await asyncio.sleep(delivery.backoff(retries_done))
 
     async def dead_letter(
         self, plan: SubscriptionPlan, message: Message, failed_url: str, last: Attempted

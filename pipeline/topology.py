@@ -99,17 +99,17 @@ class DeliverySpec:
     dead_letter_sink: Destination | None = None
     timeout: float | None = None
 
-    def backoff(self, retry_number: int) -> float:
-        """Seconds to wait before retry number `retry_number` (1 for the first retry).
-
-        As Knative documents it: exponential waits backoffDelay * 2^n (PT0.2S: 0.4 s, 0.8 s,
-        1.6 s...), linear waits backoffDelay * n.
+    def backoff(self, retries_done: int) -> float:
+        """Seconds to wait before the next retry, after `retries_done` retries (0 before the
+        first), as Knative's sender computes it from its attempt number: exponential waits
+        backoffDelay * 2^retries_done (PT0.2S: 0.2 s, 0.4 s, 0.8 s...), linear waits
+        backoffDelay * retries_done (so the first retry follows at once).
         """
-        if retry_number < 1:
-            raise ValueError("retry numbers start at 1")
+        if retries_done < 0:
+            raise ValueError("retries_done counts from 0")
         if self.backoff_policy == "linear":
-            return self.backoff_delay * retry_number
-        return float(self.backoff_delay * 2**retry_number)
+            return self.backoff_delay * retries_done
+        return float(self.backoff_delay * 2**retries_done)
 
 
 @dataclass(frozen=True)

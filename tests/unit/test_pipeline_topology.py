@@ -54,14 +54,22 @@ def test_malformed_durations_are_refused(text: str) -> None:
         parse_duration(text)
 
 
-def test_exponential_backoff_doubles_from_twice_the_delay() -> None:
+def test_exponential_backoff_doubles_from_the_delay() -> None:
+    """Knative's sender: backoffDelay * 2^attempt, attempt 0 before the first retry."""
     spec = DeliverySpec(retry=5, backoff_policy="exponential", backoff_delay=0.2)
-    assert [spec.backoff(n) for n in range(1, 6)] == pytest.approx([0.4, 0.8, 1.6, 3.2, 6.4])
+    assert [spec.backoff(n) for n in range(5)] == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2])
 
 
 def test_linear_backoff_grows_by_the_delay() -> None:
+    """backoffDelay * attempt: Knative retries the first time at once."""
     spec = DeliverySpec(retry=3, backoff_policy="linear", backoff_delay=0.5)
-    assert [spec.backoff(n) for n in range(1, 4)] == pytest.approx([0.5, 1.0, 1.5])
+    assert [spec.backoff(n) for n in range(3)] == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_backoff_refuses_a_negative_retry_count() -> None:
+    spec = DeliverySpec(retry=3, backoff_policy="linear", backoff_delay=0.5)
+    with pytest.raises(ValueError):
+        spec.backoff(-1)
 
 
 @pytest.mark.parametrize("status", [None, 500, 502, 503, 504, 404, 408, 409, 429])
