@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.harness import AMQP_BUCKET, CLASSIFIERS, Harness, KeyOutcome, Upload
+from pipeline.rgw_counters import missing_events_hint
 from pipeline.samples import photo
 from pipeline.topology import load_topology
 
@@ -93,7 +94,9 @@ def _settle(
 ) -> ScenarioResult:
     keys = [u.key for u in uploads if u.acknowledged]
     outcomes = harness.wait_settled(keys, timeout)
-    return tally(name, uploads, outcomes, started)
+    result = tally(name, uploads, outcomes, started)
+    _explain_losses(harness, result)
+    return result
 
 
 def _replay_and_settle(
@@ -112,7 +115,13 @@ def _replay_and_settle(
             time.sleep(0.2)
     result = tally(name, uploads, harness.wait_settled(keys, timeout), started)
     result.replayed = replayed
+    _explain_losses(harness, result)
     return result
+
+
+def _explain_losses(harness: Harness, result: ScenarioResult) -> None:
+    if result.lost and harness.stack.rgw is not None:
+        result.notes.append(missing_events_hint(harness.stack.rgw.data_dir))
 
 
 def warm_up(harness: Harness, timeout: float = 90.0) -> float:

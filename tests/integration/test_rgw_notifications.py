@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from common.notifications import NotificationSpec, TopicSpec, list_notifications, setup
+from pipeline.rgw_counters import notification_counters
 from tests.fixtures.recorder import RecordedRequest, Recorder, body_contains
 from tests.fixtures.rgw import RgwGateway
 
@@ -237,3 +238,17 @@ def test_a_second_exchange_on_one_broker_url_is_refused(rgw: RgwGateway) -> None
     finally:
         delete_topic(sns, first)
         delete_topic(sns, second)
+
+
+def test_notification_counters_count_pushes(
+    rgw: RgwGateway, bucket: str, recorder: Recorder
+) -> None:
+    """The counters read from radosgw's admin socket (what names a hung queue) move."""
+    before = notification_counters(rgw.data_dir)
+    assert before["pubsub_push_pending"] >= 0
+    topic = rgw.unique_name("counted")
+    subscribe(rgw, bucket, topic, recorder.url("/"), ("s3:ObjectCreated:*",))
+    rgw.s3_client().put_object(Bucket=bucket, Key="counted.txt", Body=b"x")
+    recorder.wait_for(1)
+    after = notification_counters(rgw.data_dir)
+    assert after["pubsub_push_ok"] == before["pubsub_push_ok"] + 1

@@ -105,7 +105,7 @@ def test_sink_outage_loses_nothing(
         # Before the outage: the pipe works end to end (also waits out RGW's queue adoption).
         s3 = rgw.s3_client()
         s3.put_object(Bucket=bucket, Key="before.jpg", Body=b"x")
-        wait_for_subjects(sink, {"before.jpg"}, bucket=bucket)
+        wait_for_subjects(sink, {"before.jpg"}, bucket=bucket, rgw=rgw)
         with Uploader(rgw, bucket, keys, interval=0.7):
             sink.set_status(503)
             time.sleep(8)
@@ -113,7 +113,7 @@ def test_sink_outage_loses_nothing(
             time.sleep(8)
             with recorder_on(log_dir, port, out, f"sink-again-{port}") as sink_again:
                 events = wait_for_subjects(
-                    sink_again, {*keys, "before.jpg"}, timeout=120, bucket=bucket
+                    sink_again, {*keys, "before.jpg"}, timeout=120, bucket=bucket, rgw=rgw
                 )
     refused = [r for r in Recorder(sink.process, port, out).requests() if r.status == 503]
     assert refused, "the outage never showed: the test proves nothing"
@@ -146,14 +146,14 @@ def test_refused_event_goes_to_the_dead_letter(
             listener=way_in.listener,
         ):
             s3.put_object(Bucket=bucket, Key="warm-up.jpg", Body=b"x")
-            wait_for_subjects(sink, {"warm-up.jpg"}, bucket=bucket)
+            wait_for_subjects(sink, {"warm-up.jpg"}, bucket=bucket, rgw=rgw)
             sink.set_status(400)
             s3.put_object(Bucket=bucket, Key="refused key.jpg", Body=b"x")
             dead_letters.wait_for(1, is_refused, timeout=60)
             sink.set_status(200)
             # A later event getting through shows the refused one is not being retried.
             s3.put_object(Bucket=bucket, Key="after.jpg", Body=b"x")
-            wait_for_subjects(sink, {"after.jpg"}, bucket=bucket)
+            wait_for_subjects(sink, {"after.jpg"}, bucket=bucket, rgw=rgw)
     refused = sink.requests(lambda r: is_refused(r) and r.status == 400)
     parked = dead_letters.requests(is_refused)
     # The source tries a refused event once per push and parks it; RGW 16.2 may push the same
@@ -184,7 +184,7 @@ def test_sigkilled_source_loses_nothing(
         source = start()
         try:
             rgw.s3_client().put_object(Bucket=bucket, Key="before.jpg", Body=b"x")
-            wait_for_subjects(sink, {"before.jpg"}, bucket=bucket)
+            wait_for_subjects(sink, {"before.jpg"}, bucket=bucket, rgw=rgw)
             with Uploader(rgw, bucket, keys, interval=0.15):
                 # Mid-stream: some of this batch got through, the rest is in flight or to come.
                 sink.wait_for(6, timeout=60)
@@ -193,7 +193,7 @@ def test_sigkilled_source_loses_nothing(
                 time.sleep(2)
                 source = start()
             events = wait_for_subjects(
-                sink, {*keys, "before.jpg"}, timeout=KILL_RECOVERY_TIMEOUT, bucket=bucket
+                sink, {*keys, "before.jpg"}, timeout=KILL_RECOVERY_TIMEOUT, bucket=bucket, rgw=rgw
             )
         finally:
             source.process.stop()
