@@ -65,6 +65,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def loopback_listener(backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on a free 127.0.0.1 port, to hand to a child process that may be
+    killed and restarted while the caller keeps the port open (source/listener.py says why)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    return sock
+
+
 def tcp_open(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
@@ -305,9 +314,7 @@ class Stack:
     def hold_listener(self) -> socket.socket:
         """A listening socket on a free loopback port that the stack holds until `close()`, for
         a process started with `listener=` (socket activation, as systemd's .socket units do)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)
+        sock = loopback_listener()
         self.listeners.append(sock)
         return sock
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.processes import held_listener
+from pipeline.stack import loopback_listener
 from tests.fixtures.recorder import Recorder
 from tests.fixtures.resnet import rgw_record
 from tests.fixtures.source import start_source, wait_for_subjects
@@ -33,7 +33,7 @@ def push(port: int, key: str, timeout: float) -> httpx.Response:
 
 
 def test_a_push_during_a_restart_waits_and_is_delivered(log_dir: Path, recorder: Recorder) -> None:
-    listener = held_listener()
+    listener = loopback_listener()
     port = int(listener.getsockname()[1])
     try:
         source = start_source(log_dir, "http", recorder.url("/"), {}, [], None, listener)
