@@ -57,11 +57,11 @@ BENCHMARKS := receiver rgw modelserver resnet vision source pipeline
 
 # The main job: the whole pipeline on this machine on real RGW, real models and real photos.
 demo: system-deps venv
-	$(PY) -m common.cli demo $(DEMO_ARGS)
+	$(PY) -m cli demo $(DEMO_ARGS)
 
 # The same stack, left running; prints how to upload your own files and curl each function.
 up: system-deps venv
-	$(PY) -m common.cli up $(DEMO_ARGS)
+	$(PY) -m cli up $(DEMO_ARGS)
 
 # Every benchmark family in turn, each printing a Markdown table (bench-<family> for one).
 bench: $(addprefix bench-,$(BENCHMARKS))

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_pipeline [--amqp] [--objects 150] [--rate 5]
 
-One run starts the demo's stack (pipeline.demo: real RGW, source, dispatcher, functions, model
+One run starts the demo's stack (localknative.demo: real RGW, source, dispatcher, functions, model
 server) with the manifests' Route rewritten to send 100 % to resnet, then measures back to back,
 on the same model server process, the same model (mobilenet_v2) and the same client concurrency:
 
@@ -53,11 +53,11 @@ from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from common.tfserving import pixels_tensor
-from pipeline.collector import read_entries
-from pipeline.demo import BUCKET, RESNET_MODEL, Demo, DemoOptions, Endpoints, s3_client
-from pipeline.photos import load_photos
-from pipeline.stack import REPO_ROOT, Rgw, Stack, rss_kib
-from pipeline.topology import load_topology
+from localknative.collector import read_entries
+from localknative.demo import BUCKET, RESNET_MODEL, Demo, DemoOptions, Endpoints, s3_client
+from localknative.photos import load_photos
+from localknative.topology import load_topology
+from testkit.stack import REPO_ROOT, Rgw, Stack, rss_kib
 
 CONCURRENCY = 4
 UPLOAD_THREADS = 16
@@ -265,7 +265,7 @@ def wire_sync_bucket(s3: Any, rgw: Rgw, endpoints: Endpoints) -> None:
     """A second bucket notifying the same source through a topic that is not persistent."""
     s3.create_bucket(Bucket=SYNC_BUCKET)
     argv = [
-        sys.executable, "-m", "common.cli", "notifications", "setup",
+        sys.executable, "-m", "cli", "notifications", "setup",
         "--bucket", SYNC_BUCKET, "--topic", SYNC_TOPIC, "--endpoint", f"{endpoints.source}/",
     ]  # fmt: skip
     subprocess.run(

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import (
+from benchmarks.support import (
     REPO_ROOT,
     cold_start,
     free_port,

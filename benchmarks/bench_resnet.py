@@ -38,7 +38,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.common import (  # noqa: E402
+from benchmarks.support import (  # noqa: E402
     cold_start,
     free_port,
     machine,

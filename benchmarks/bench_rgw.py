@@ -37,7 +37,7 @@ from botocore.config import Config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from common.notifications import NotificationSpec, TopicSpec, setup  # noqa: E402
+from source.notifications import NotificationSpec, TopicSpec, setup  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -18,8 +18,8 @@ import shutil
 import sys
 import time
 
-from pipeline.harness import Harness
-from pipeline.scenarios import (
+from testkit.harness import Harness
+from testkit.scenarios import (
     ScenarioResult,
     function_killed,
     load,
@@ -29,7 +29,7 @@ from pipeline.scenarios import (
     source_killed,
     warm_up,
 )
-from pipeline.stack import REPO_ROOT, Stack
+from testkit.stack import REPO_ROOT, Stack
 
 MODEL_CACHE_DIR = REPO_ROOT / ".cache" / "models"
 

@@ -29,13 +29,13 @@ from common.config import (
     S3Settings,
 )
 from common.logs import configure_logging
-from common.notifications import NotificationError, SpecError
 from source import settings as s
 from source.amqp_consumer import AmqpSettings, BrokerUnavailable, declare_topology
 from source.listener import inherited_listener, listen_address
+from source.notifications import NotificationError, SpecError
+from source.rgw_setup import SetupRequest, run_setup
 from source.service import run_amqp, run_http
 from source.settings import DeliverySettings, parse_events
-from source.setup import SetupRequest, run_setup
 
 log = logging.getLogger("source")
 WAYS = ("http", "amqp")

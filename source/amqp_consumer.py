@@ -33,7 +33,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from source.delivery import backoff_delay
-from source.pipeline import Pipeline, PushResult
+from source.forwarder import Forwarder, PushResult
 
 log = logging.getLogger("source.amqp")
 
@@ -79,10 +79,10 @@ def declare_topology(settings: AmqpSettings) -> None:
 
 class AmqpConsumer:
     def __init__(
-        self, settings: AmqpSettings, pipeline: Pipeline, loop: asyncio.AbstractEventLoop
+        self, settings: AmqpSettings, forwarder: Forwarder, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.settings = settings
-        self.pipeline = pipeline
+        self.forwarder = forwarder
         self.loop = loop
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -164,7 +164,7 @@ class AmqpConsumer:
         def on_message(_: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
             headers = {"content-type": properties.content_type or "application/json"}
             future = asyncio.run_coroutine_threadsafe(
-                self.pipeline.handle(headers, body), self.loop
+                self.forwarder.handle(headers, body), self.loop
             )
             self._in_flight += 1
             tag = method.delivery_tag

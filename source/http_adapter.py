@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from source.forwarder import Forwarder
 from source.metrics import SourceMetrics
-from source.pipeline import Pipeline
 
 # RGW 16.2 pushes one record per request; this leaves room for AWS-style batches.
 MAX_PUSH_BYTES = 4 * 1024 * 1024
@@ -47,7 +47,7 @@ def operations_routes(metrics: SourceMetrics, ready: Callable[[], bool]) -> list
 
 
 def create_http_app(
-    pipeline: Pipeline, metrics: SourceMetrics, ready: Callable[[], bool]
+    forwarder: Forwarder, metrics: SourceMetrics, ready: Callable[[], bool]
 ) -> Starlette:
     async def receive(request: Request) -> Response:
         declared = int(request.headers.get("content-length") or 0)
@@ -56,7 +56,7 @@ def create_http_app(
         body = await request.body()
         if len(body) > MAX_PUSH_BYTES:
             return PlainTextResponse("push body too large", status_code=413)
-        result = await pipeline.handle(request.headers, body)
+        result = await forwarder.handle(request.headers, body)
         if not result.settled:
             # RGW keeps the entry and pushes it again; records of this push that already got
             # through will come again with the same ids (at least once).

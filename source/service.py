@@ -19,9 +19,9 @@ from starlette.applications import Starlette
 
 from source.amqp_consumer import AmqpConsumer, AmqpSettings
 from source.delivery import Deliverer
+from source.forwarder import Forwarder
 from source.http_adapter import create_http_app, operations_routes
 from source.metrics import SourceMetrics
-from source.pipeline import Pipeline
 from source.settings import DeliverySettings
 
 log = logging.getLogger("source")
@@ -60,9 +60,9 @@ async def run_http(
     """Serve RGW's pushes on host:port, or on `listener` (inherited, see source.listener)."""
     metrics = SourceMetrics()
     deliverer = Deliverer(settings, metrics)
-    pipeline = Pipeline(settings, deliverer, metrics, way="http")
+    forwarder = Forwarder(settings, deliverer, metrics, way="http")
     stopping = asyncio.Event()
-    app = create_http_app(pipeline, metrics, ready=lambda: not stopping.is_set())
+    app = create_http_app(forwarder, metrics, ready=lambda: not stopping.is_set())
     server = _uvicorn(app, host, port, settings.drain_timeout)
 
     def stop() -> None:
@@ -86,8 +86,8 @@ async def run_amqp(
 ) -> None:
     metrics = SourceMetrics()
     deliverer = Deliverer(settings, metrics)
-    pipeline = Pipeline(settings, deliverer, metrics, way="amqp")
-    consumer = AmqpConsumer(amqp, pipeline, asyncio.get_running_loop())
+    forwarder = Forwarder(settings, deliverer, metrics, way="amqp")
+    consumer = AmqpConsumer(amqp, forwarder, asyncio.get_running_loop())
     stopping = asyncio.Event()
     ready = lambda: consumer.connected and not stopping.is_set()  # noqa: E731
     app = Starlette(routes=operations_routes(metrics, ready))

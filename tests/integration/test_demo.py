@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.photos import CATALOGUE
-from pipeline.stack import pid_alive
+from localknative.photos import CATALOGUE
+from testkit.stack import pid_alive
 from tests.fixtures.processes import REPO_ROOT
 
 pytestmark = pytest.mark.rgw
@@ -34,7 +34,7 @@ EXPECTED_IN_TOP5 = {
 
 def demo_argv(command: str, summary: Path, log_dir: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "common.cli", command,
+        sys.executable, "-m", "cli", command,
         "--summary-json", str(summary),
         "--model-cache-dir", str(MODEL_CACHE_DIR),
         "--keep-logs", str(log_dir),

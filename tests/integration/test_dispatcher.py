@@ -22,8 +22,8 @@ import httpx
 import pytest
 import yaml
 
-from pipeline.collector import read_entries
-from pipeline.dispatcher import WeightedTarget, choose_target
+from localknative.collector import read_entries
+from localknative.dispatcher import WeightedTarget, choose_target
 from tests.fixtures.processes import ServiceProcess, free_port, python_argv, running
 from tests.fixtures.recorder import Recorder, start_recorder
 
@@ -124,7 +124,7 @@ def start_collector(stack: ExitStack, log_dir: Path, role: str, reply: str | Non
     port = free_port()
     out = log_dir / f"{role}-{port}.jsonl"
     argv = python_argv(
-        "-m", "pipeline.collector", "--port", str(port), "--out", str(out), "--role", role
+        "-m", "localknative.collector", "--port", str(port), "--out", str(out), "--role", role
     )
     if reply:
         argv += ["--reply-type", reply]
@@ -156,7 +156,7 @@ def stack(tmp_path: Path, log_dir: Path) -> Iterator[Stack]:
         record = tmp_path / "dispatch.jsonl"
         argv = python_argv(
             "-m",
-            "pipeline.dispatcher",
+            "localknative.dispatcher",
             "--knative-dir",
             str(manifests(tmp_path / "knative")),
             "--port",
@@ -296,7 +296,7 @@ def test_reply_is_forwarded_to_the_broker(tmp_path: Path, log_dir: Path) -> None
         port = free_port()
         argv = python_argv(
             "-m",
-            "pipeline.dispatcher",
+            "localknative.dispatcher",
             "--knative-dir",
             str(manifests(tmp_path / "knative")),
             "--port",

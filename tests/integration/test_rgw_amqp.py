@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from common.notifications import NotificationSpec, TopicSpec, setup
+from source.notifications import NotificationSpec, TopicSpec, setup
 from tests.fixtures.rabbitmq import RabbitMQBroker
 from tests.fixtures.rgw import RgwGateway
 
 pytestmark = [pytest.mark.rgw, pytest.mark.rabbitmq]
 
-# RGW 16.2 binds one exchange per broker URL (see common.notifications): every test uses "rgw".
+# RGW 16.2 binds one exchange per broker URL (see source.notifications): every test uses "rgw".
 EXCHANGE = "rgw"
 
 

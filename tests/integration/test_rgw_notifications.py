@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from common.notifications import NotificationSpec, TopicSpec, list_notifications, setup
-from pipeline.rgw_counters import notification_counters
+from source.notifications import NotificationSpec, TopicSpec, list_notifications, setup
+from testkit.rgw_counters import notification_counters
 from tests.fixtures.recorder import RecordedRequest, Recorder, body_contains
 from tests.fixtures.rgw import RgwGateway
 
@@ -224,7 +224,7 @@ def test_non_persistent_event_is_dropped_when_the_endpoint_fails(
 
 def test_a_second_exchange_on_one_broker_url_is_refused(rgw: RgwGateway) -> None:
     # RGW 16.2 would silently never deliver the second topic ("exchange mismatch").
-    from common.notifications import SpecError, delete_topic, ensure_topic
+    from source.notifications import SpecError, delete_topic, ensure_topic
 
     sns = rgw.sns_client()
     broker = f"amqp://127.0.0.1:{os.getpid() % 50000 + 10000}"  # nothing needs to listen

@@ -1,4 +1,4 @@
-"""`python -m common.cli notifications ...` as a user runs it, against the real RGW."""
+"""`python -m cli notifications ...` as a user runs it, against the real RGW."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from common.notifications import NotificationSpec, TopicSpec, ensure_notification, ensure_topic
+from source.notifications import NotificationSpec, TopicSpec, ensure_notification, ensure_topic
 from tests.fixtures.processes import REPO_ROOT, python_argv
 from tests.fixtures.recorder import Recorder
 from tests.fixtures.rgw import RgwGateway
@@ -21,7 +21,7 @@ def cli(rgw: RgwGateway, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     env.update(rgw.env())
     return subprocess.run(
-        python_argv("-m", "common.cli", "notifications", *args),
+        python_argv("-m", "cli", "notifications", *args),
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

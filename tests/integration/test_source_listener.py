@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.stack import loopback_listener
+from testkit.stack import loopback_listener
 from tests.fixtures.recorder import Recorder
 from tests.fixtures.resnet import rgw_record
 from tests.fixtures.source import start_source, wait_for_subjects

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.harness import Harness
-from pipeline.scenarios import warm_up
-from pipeline.stack import Stack
+from testkit.harness import Harness
+from testkit.scenarios import warm_up
+from testkit.stack import Stack
 from tests.fixtures.processes import REPO_ROOT
 
 MODEL_CACHE_DIR = REPO_ROOT / ".cache" / "models"  # shared with the modelserver fixture

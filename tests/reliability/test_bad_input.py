@@ -10,11 +10,11 @@ from collections import Counter
 
 import pytest
 
-from pipeline import samples
-from pipeline.demo import BUCKET
-from pipeline.harness import Harness, records, s3_record
-from pipeline.probes import Recorder
-from pipeline.scenarios import bad_input, hostile_events, memory_under_bad_events
+from localknative.demo import BUCKET
+from testkit import samples
+from testkit.harness import Harness, records, s3_record
+from testkit.probes import Recorder
+from testkit.scenarios import bad_input, hostile_events, memory_under_bad_events
 
 BAD_EVENTS = 1000
 # Python keeps freed memory in its arenas and Pillow/boto3 caches warm up: what matters is that

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from pipeline.harness import Harness
-from pipeline.scenarios import (
+from testkit.harness import Harness
+from testkit.scenarios import (
     ScenarioResult,
     function_killed,
     modelserver_down,

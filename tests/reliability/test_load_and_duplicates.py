@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.demo import BUCKET
-from pipeline.harness import Harness
-from pipeline.samples import photo
-from pipeline.scenarios import duplicate_delivery, load
+from localknative.demo import BUCKET
+from testkit.harness import Harness
+from testkit.samples import photo
+from testkit.scenarios import duplicate_delivery, load
 
 LOAD_OBJECTS = 100
 

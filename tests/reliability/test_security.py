@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.harness import Harness
-from pipeline.probes import listening_sockets
+from testkit.harness import Harness
+from testkit.probes import listening_sockets
 from tests.fixtures.processes import REPO_ROOT
 
 DOCKERFILES = sorted(REPO_ROOT.glob("*/Dockerfile")) + sorted(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from modelserver.imaging import pixels_from_bytes
-from pipeline import samples
+from testkit import samples
 
 
 def test_vision_stand_in_applies_exif_orientation() -> None:

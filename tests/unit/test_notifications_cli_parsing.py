@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.cli import build_parser, main
+from cli.main import build_parser, main
 
 
 def test_help_lists_every_setup_flag(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from common.notifications import (
+from source.notifications import (
     OBJECT_EVENTS,
     NotificationSpec,
     SpecError,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.dispatcher import Answer, Poster, Unanswered, reply_in
+from localknative.dispatcher import Answer, Poster, Unanswered, reply_in
 
 
 @dataclass

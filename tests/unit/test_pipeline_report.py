@@ -6,8 +6,8 @@ import io
 
 from PIL import Image
 
-from pipeline.photos import CATALOGUE, load_photos
-from pipeline.report import Tracker, summary_table
+from localknative.photos import CATALOGUE, load_photos
+from localknative.report import Tracker, summary_table
 
 
 def dispatch(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.dispatcher import (
+from localknative.dispatcher import (
     Bindings,
     Message,
     WeightedTarget,
@@ -20,7 +20,7 @@ from pipeline.dispatcher import (
     plan_channel,
     split_point,
 )
-from pipeline.topology import (
+from localknative.topology import (
     DeliverySpec,
     Destination,
     Ref,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.rgw_counters import (
+from testkit.rgw_counters import (
     CountersUnavailable,
     describe,
     missing_events_hint,

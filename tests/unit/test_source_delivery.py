@@ -17,7 +17,7 @@ from source.delivery import (
     classify_status,
     retry_after_seconds,
 )
-from source.pipeline import PushResult
+from source.forwarder import PushResult
 from source.settings import DeliverySettings
 
 

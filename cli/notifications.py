@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError
 
 from common.config import ConfigError, S3Settings
-from common.notifications import (
+from common.s3 import make_s3_client, make_sns_client
+from source.notifications import (
     AMQP_ACK_LEVELS,
     OBJECT_EVENTS,
     NotificationError,
@@ -25,10 +26,9 @@ from common.notifications import (
     SpecError,
     TopicSpec,
 )
-from common.notifications import remove as remove_notifications
-from common.notifications import setup as setup_notifications
-from common.notifications import show as show_notifications
-from common.s3 import make_s3_client, make_sns_client
+from source.notifications import remove as remove_notifications
+from source.notifications import setup as setup_notifications
+from source.notifications import show as show_notifications
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

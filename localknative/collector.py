@@ -1,6 +1,6 @@
 """A CloudEvents sink that keeps what it gets: the local Broker (results) and dead-letter sink.
 
-    python -m pipeline.collector --port 8105 --out results.jsonl --role results
+    python -m localknative.collector --port 8105 --out results.jsonl --role results
 
 Every valid CloudEvent POSTed to any path is appended to `--out` as one JSON line
 (`{"time", "path", "attributes", "data"}`) and flushed *before* the 202 goes out, so whoever
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.collector", description=__doc__.split("\n\n")[0]
+        prog="python -m localknative.collector", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")

@@ -54,7 +54,7 @@ def _is_cloudevent(headers: Mapping[str, str]) -> bool:
     return "ce-specversion" in lowered or content_type == STRUCTURED_CONTENT_TYPE
 
 
-class Pipeline:
+class Forwarder:
     def __init__(
         self, settings: DeliverySettings, deliverer: Deliverer, metrics: SourceMetrics, way: str
     ) -> None:

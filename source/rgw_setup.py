@@ -1,6 +1,6 @@
 """Set-up on start: the RGW topic and the bucket notification that point at this source.
 
-Idempotent (common.notifications upserts both), so every replica may run it on every start.
+Idempotent (source.notifications upserts both), so every replica may run it on every start.
 HTTP-way topics are always persistent: RGW queues events in RADOS and retries them until the
 source takes them, so nothing is lost while the source is down. AMQP-way topics are persistent
 only on request (SETUP_AMQP_PERSISTENT): the broker's durable queue already holds events while the
@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass
 
 from common.config import S3Settings
-from common.notifications import NotificationSpec, TopicSpec, setup
 from common.s3 import make_s3_client, make_sns_client
+from source.notifications import NotificationSpec, TopicSpec, setup
 
-log = logging.getLogger("source.setup")
+log = logging.getLogger("source.rgw_setup")
 
 
 @dataclass(frozen=True)

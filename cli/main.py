@@ -1,4 +1,4 @@
-"""The project's command line: `python -m common.cli GROUP COMMAND ...` (installed as
+"""The project's command line: `python -m cli GROUP COMMAND ...` (installed as
 `rgw-inference`).
 
 Each command group lives in its own module that exposes `register(subparsers)`; it adds its
@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-COMMAND_GROUPS: tuple[str, ...] = ("common.cli_notifications", "common.cli_pipeline")
+COMMAND_GROUPS: tuple[str, ...] = ("cli.notifications", "cli.local")
 
 Runner = Callable[[argparse.Namespace], int]
 

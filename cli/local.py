@@ -30,7 +30,7 @@ def _positive_float(text: str) -> float:
 
 
 def _add_shared(parser: argparse.ArgumentParser) -> None:
-    from pipeline.stack import REPO_ROOT
+    from testkit.stack import REPO_ROOT
 
     parser.add_argument(
         "--amqp",
@@ -59,8 +59,8 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
 
 def register(groups: Any) -> None:
     """Add the `demo` and `up` commands to the top-level CLI."""
-    from pipeline.demo import DEFAULT_PHOTOS, DEFAULT_TIMEOUT
-    from pipeline.photos import MAX_PHOTOS
+    from localknative.demo import DEFAULT_PHOTOS, DEFAULT_TIMEOUT
+    from localknative.photos import MAX_PHOTOS
 
     demo = groups.add_parser(
         "demo",
@@ -120,7 +120,7 @@ def register(groups: Any) -> None:
 
 
 def _options(args: argparse.Namespace, keep_running: bool) -> Any:
-    from pipeline.demo import DemoOptions
+    from localknative.demo import DemoOptions
 
     return DemoOptions(
         photos=args.photos,
@@ -135,12 +135,12 @@ def _options(args: argparse.Namespace, keep_running: bool) -> Any:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run
+    from localknative.demo import run
 
     return run(_options(args, args.keep_running), sys.stdout)
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from pipeline.demo import run
+    from localknative.demo import run
 
     return run(_options(args, True), sys.stdout)

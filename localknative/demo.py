@@ -5,7 +5,7 @@
         └─> Route 50/50 ─> resnet (mobilenet_v2 over TF Serving gRPC) | vision (EfficientNet-Lite0
             behind the Vision REST stand-in) ─reply─> results collector (the Broker)
 
-`run(options)` starts every process on free loopback ports (pipeline.stack), makes a bucket,
+`run(options)` starts every process on free loopback ports (testkit.stack), makes a bucket,
 wires its notifications with the project's own `notifications setup` command, uploads the
 photos, prints what happens as it happens and a summary table, and tears everything down. With
 `keep_running` it stays up (and keeps printing) until Ctrl-C.
@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.collector import read_entries
-from pipeline.photos import Photo, load_photos
-from pipeline.report import Reporter, Tracker, summary_table
-from pipeline.stack import (
+from localknative.collector import read_entries
+from localknative.photos import Photo, load_photos
+from localknative.report import Reporter, Tracker, summary_table
+from localknative.topology import TopologyError, load_topology
+from testkit.stack import (
     REPO_ROOT,
     Interrupted,
     Rgw,
@@ -38,7 +39,6 @@ from pipeline.stack import (
     on_signals,
     tcp_open,
 )
-from pipeline.topology import TopologyError, load_topology
 
 DEFAULT_PHOTOS = 6
 DEFAULT_TIMEOUT = 240.0
@@ -173,7 +173,7 @@ def start_collector(stack: Stack, role: str) -> tuple[str, Path]:
     stack.start(
         role,
         _module_argv(
-            stack, "pipeline.collector", "--port", str(port), "--out", str(out), "--role", role
+            stack, "localknative.collector", "--port", str(port), "--out", str(out), "--role", role
         ),
         ready=_ready_http(f"{url}/healthz"),
         url=url,
@@ -184,7 +184,7 @@ def start_collector(stack: Stack, role: str) -> tuple[str, Path]:
 def setup_notifications(rgw: Rgw, endpoint: str, persistent: bool, amqp: bool) -> None:
     """The project's own set-up command, as a user would run it."""
     argv = [
-        sys.executable, "-m", "common.cli", "notifications", "setup",
+        sys.executable, "-m", "cli", "notifications", "setup",
         "--bucket", BUCKET, "--topic", TOPIC, "--endpoint", endpoint,
     ]  # fmt: skip
     if persistent:
@@ -268,7 +268,7 @@ class Demo:
                 rgw, f"http://127.0.0.1:{source_port}/", persistent=True, amqp=False
             )
         self.say(
-            f"bucket {BUCKET!r}: notifications wired by `python -m common.cli notifications setup` "
+            f"bucket {BUCKET!r}: notifications wired by `python -m cli notifications setup` "
             f"({'AMQP' if options.amqp else 'HTTP push, persistent topic'})"
         )
 
@@ -321,7 +321,7 @@ class Demo:
         }
         argv = _module_argv(
             stack,
-            "pipeline.dispatcher",
+            "localknative.dispatcher",
             "--knative-dir", str(options.knative_dir),
             "--channel", "rgw-events",
             "--port", str(dispatcher_port),

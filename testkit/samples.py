@@ -1,6 +1,6 @@
 """Objects for the fault scenarios: a mix of real photos from tiny to ~5 MB, and bad input.
 
-Every photo comes from the sample images inside scikit-image (`pipeline.photos`); the big ones
+Every photo comes from the sample images inside scikit-image (`localknative.photos`); the big ones
 are the same photos upscaled with Pillow. Encodings are cached per process: the soak uploads
 1,000 objects but encodes each variant once.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from pipeline.photos import CATALOGUE, load_photos
+from localknative.photos import CATALOGUE, load_photos
 
 # (variant, longest side in pixels or None for the original, JPEG quality)
 _VARIANTS: tuple[tuple[str, int | None, int], ...] = (

@@ -1,5 +1,5 @@
 """The demo's stack driven by a program: uploads, the three recordings folded per object, process
-faults, direct CloudEvents, metrics and memory. The fault scenarios (`pipeline.scenarios`) are
+faults, direct CloudEvents, metrics and memory. The fault scenarios (`testkit.scenarios`) are
 written against this; the reliability tests and `make soak` build one with `Harness.build`.
 
 Accounting is per object key. An object is *classified* when a classification.result for it
@@ -28,9 +28,9 @@ from typing import IO, Any
 import httpx
 
 from common.cloudevents_http import new_event, to_binary_headers
-from pipeline.collector import read_entries
-from pipeline.demo import BUCKET, Demo, DemoOptions, Endpoints, s3_client
-from pipeline.stack import REPO_ROOT, Stack, StackError, free_port, http_ok, rss_kib
+from localknative.collector import read_entries
+from localknative.demo import BUCKET, Demo, DemoOptions, Endpoints, s3_client
+from testkit.stack import REPO_ROOT, Stack, StackError, free_port, http_ok, rss_kib
 
 CLASSIFIERS = ("resnet", "vision")
 S3_EVENT_TYPE = "com.amazonaws.s3.ObjectCreated:Put"
@@ -341,7 +341,7 @@ class Harness:
             [
                 sys.executable,
                 "-m",
-                "common.cli",
+                "cli.main",
                 "notifications",
                 "setup",
                 "--bucket",

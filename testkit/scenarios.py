@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.harness import AMQP_BUCKET, CLASSIFIERS, Harness, KeyOutcome, Upload
-from pipeline.rgw_counters import missing_events_hint
-from pipeline.samples import photo
-from pipeline.topology import load_topology
+from localknative.topology import load_topology
+from testkit.harness import AMQP_BUCKET, CLASSIFIERS, Harness, KeyOutcome, Upload
+from testkit.rgw_counters import missing_events_hint
+from testkit.samples import photo
 
 SETTLE_TIMEOUT = 120.0
 # A restarted radosgw adopts its persistent queues only at its 30 s rescan (after the old
@@ -345,7 +345,7 @@ class DuplicateCheck:
 
 def event_id_routed_to(function: str, salt: str) -> str:
     """An event id the Route's 50/50 split sends to `function` (the split hashes the id)."""
-    from pipeline.dispatcher import split_point
+    from localknative.dispatcher import split_point
 
     for n in range(1000):
         candidate = f"{salt}-{n}"
@@ -359,8 +359,8 @@ def duplicate_delivery(harness: Harness, function: str, key: str) -> DuplicateCh
     one tag write, one log line; the second copy is dropped by id."""
     import json
 
-    from pipeline.demo import BUCKET
-    from pipeline.harness import records, s3_record
+    from localknative.demo import BUCKET
+    from testkit.harness import records, s3_record
 
     event_id = event_id_routed_to(function, f"dup-{key}")
     log_path = harness.stack.process(function).log_path
@@ -421,8 +421,8 @@ class BadCase:
 
 
 def bad_cases() -> list[BadCase]:
-    from pipeline import samples
-    from pipeline.harness import MAX_OBJECT_BYTES
+    from testkit import samples
+    from testkit.harness import MAX_OBJECT_BYTES
 
     jpeg = samples.upright_jpeg()
 
@@ -492,8 +492,8 @@ def bad_input(harness: Harness, timeout: float = SETTLE_TIMEOUT) -> list[BadOutc
 def bad_event(harness: Harness, index: int, keys: dict[str, str]) -> tuple[dict[str, str], bytes]:
     """The index-th of a cycle of bad events a function must refuse cheaply (for the leak test)."""
     from common.cloudevents_http import new_event, to_binary_headers
-    from pipeline.demo import BUCKET
-    from pipeline.harness import records, s3_record
+    from localknative.demo import BUCKET
+    from testkit.harness import records, s3_record
 
     kind = index % 7
     event_id = f"bad-{index}"
@@ -543,8 +543,8 @@ def memory_under_bad_events(
     """RSS of one function before and after `events` bad events sent straight to it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline import samples
-    from pipeline.demo import BUCKET
+    from localknative.demo import BUCKET
+    from testkit import samples
 
     keys = {
         "text": "leak/text.jpg",
@@ -587,8 +587,8 @@ def hostile_events(harness: Harness, elsewhere: str) -> list[HostileAnswer]:
     """Events that try to make a function read from elsewhere, or work without bound.
     `elsewhere` is host:port of a recorder that must receive nothing."""
     from common.cloudevents_http import new_event, to_binary_headers
-    from pipeline.demo import BUCKET
-    from pipeline.harness import records, s3_record
+    from localknative.demo import BUCKET
+    from testkit.harness import records, s3_record
 
     many = {
         "Records": [

@@ -1,6 +1,6 @@
 """A local stand-in for the Knative Channel: fan out, split, retry, dead-letter, reply.
 
-    python -m pipeline.dispatcher --knative-dir knative/base --channel rgw-events --port 8090 \
+    python -m localknative.dispatcher --knative-dir knative/base --channel rgw-events --port 8090 \
         --bind Service/receiver=http://127.0.0.1:8101 \
         --bind Configuration/resnet=http://127.0.0.1:8102 \
         --bind Configuration/vision=http://127.0.0.1:8103 \
@@ -8,7 +8,7 @@
         --bind Broker/default=http://127.0.0.1:8105 \
         --record dispatch.jsonl
 
-The wiring comes from the manifests (`pipeline.topology`); `--bind` says where each referenced
+The wiring comes from the manifests (`localknative.topology`); `--bind` says where each referenced
 object listens locally. For every CloudEvent POSTed to `/`:
 
 - each Subscription of the channel gets the event, all at once;
@@ -58,7 +58,7 @@ from common.cloudevents_http import STRUCTURED_CONTENT_TYPE, parse_request
 from common.errors import InvalidCloudEvent, TooLarge
 from common.logs import configure_logging
 from common.runtime import read_body
-from pipeline.topology import (
+from localknative.topology import (
     DeliverySpec,
     Destination,
     Ref,
@@ -492,7 +492,7 @@ def create_app(dispatcher: Dispatcher, max_body_bytes: int = MAX_BODY_BYTES) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.dispatcher",
+        prog="python -m localknative.dispatcher",
         description="Play a Knative Channel locally, wired from the manifests.",
     )
     parser.add_argument("--knative-dir", type=Path, required=True, help="e.g. knative/base")

@@ -1,0 +1,1 @@
+"""The one `rgw-inference` console script and its command groups."""
