@@ -16,7 +16,8 @@ TAG ?= 0.1.0
 help:
 	@echo "make demo   run the whole pipeline locally on real RGW, real models and real photos"
 	@echo "make test   install what is needed (venv, Debian packages when root) and run every test"
-	@echo "make images [REGISTRY=...]   build the five container images; make test-images builds and runs them"
+	@echo "make test-ceph18   the RGW-facing tests again, on Ceph 18 (Reef) from a cached Debian 13 root"
+	@echo "make images [REGISTRY=...]   build the container images (one per function, source, modelserver); make test-images builds and runs them"
 	@echo "make lint / typecheck / docs / bench / clean"
 
 $(VENV)/.installed: pyproject.toml
@@ -34,7 +35,20 @@ system-deps:
 test: system-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Builds the five container images and runs each one (podman, no registry needed).
+# The RGW-facing tests with RGW's daemons from a Debian 13 root (Ceph 18 "Reef"; built with
+# debootstrap on first use, cached in /var/cache/rgw-inference); the tests run on the host.
+CEPH18_TESTS ?= tests/integration/test_rgw_*.py tests/integration/test_source_*.py \
+	tests/reliability/test_faults.py::test_rgw_restart_refuses_uploads_meanwhile_and_classifies_the_acknowledged
+.PHONY: ceph18-root test-ceph18
+ceph18-root:
+	bash scripts/install-system-deps.sh ceph18
+	bash scripts/ceph18-root.sh >/dev/null
+
+test-ceph18: system-deps venv ceph18-root
+	root="$$(bash scripts/ceph18-root.sh --cached)" && \
+	  RGW_CEPH_ROOT="$$root" $(PY) -m pytest $(CEPH18_TESTS) $(PYTEST_ARGS)
+
+# Builds every container image (scripts/images.sh --list) and runs each one (podman, no registry needed).
 test-images: venv
 	bash scripts/install-system-deps.sh images
 	$(PY) -m pytest -m images tests/images $(PYTEST_ARGS)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 import time
 
-from tests.fixtures.processes import free_port
-from tests.images import oci
+from testkit import oci
+from testkit.processes import free_port
 
 
 def measure(spec: oci.ImageSpec) -> tuple[float, float, float]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +29,12 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.support import log_dir  # noqa: E402
+from common.tensors import from_numpy, to_numpy  # noqa: E402
 from modelserver.convert import ARCHITECTURES, ensure_onnx  # noqa: E402
-from modelserver.imaging import pixels_from_array  # noqa: E402
-from modelserver.registry import session_options  # noqa: E402
-from modelserver.tensors import from_numpy, to_numpy  # noqa: E402
-from tests.fixtures.processes import free_port  # noqa: E402
+from modelserver.registry import pixels_from_array, session_options  # noqa: E402
+from testkit.processes import Process, free_port  # noqa: E402
+from testkit.services import modelserver_argv  # noqa: E402
 
 PHOTOS = ["chelsea", "coffee", "astronaut", "rocket"]
 
@@ -57,31 +57,31 @@ def timed(fn: object, repeats: int, warmup: int = 5) -> list[float]:
     return samples
 
 
-def start_server(
-    cache_dir: Path, model: str, threads: int
-) -> tuple[subprocess.Popen[bytes], int, int, float]:
+def start_server(cache_dir: Path, model: str, threads: int) -> tuple[Process, int, int, float]:
+    """The server, once its model's status is AVAILABLE; seconds from spawn to then."""
     grpc_port, rest_port = free_port(), free_port()
-    argv = [
-        sys.executable, "-m", "modelserver",
-        "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+    argv = modelserver_argv(
+        grpc_port, rest_port,
         "--model_name", model, "--model_cache_dir", str(cache_dir),
         "--intra_op_threads", str(threads), "--log_level", "WARNING",
-    ]  # fmt: skip
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    )  # fmt: skip
     url = f"http://127.0.0.1:{rest_port}/v1/models/{model}"
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"modelserver exited with {proc.returncode}")
+
+    def available() -> bool:
         try:
-            body = httpx.get(url, timeout=1).json()
-            if body["model_version_status"][0]["state"] == "AVAILABLE":
-                return proc, grpc_port, rest_port, time.perf_counter() - started
+            status = httpx.get(url, timeout=1).json()["model_version_status"]
+            return bool(status[0]["state"] == "AVAILABLE")
         except (httpx.HTTPError, KeyError, ValueError):
-            pass
-        time.sleep(0.02)
+            return False
+
+    started = time.perf_counter()
+    process = Process("modelserver", argv, log_dir() / f"modelserver-{rest_port}.log").start()
+    try:
+        process.wait_ready(available, timeout=600, interval=0.02)
+    except BaseException:
+        process.stop()
+        raise
+    return process, grpc_port, rest_port, time.perf_counter() - started
 
 
 CLIENTS = 8
@@ -120,9 +120,8 @@ def concurrency_rows(
     return rows
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(15)
+def stop(process: Process) -> None:
+    process.stop(grace=15)
 
 
 def main() -> None:

@@ -17,15 +17,14 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.support import (
+    DEVNULL,
     REPO_ROOT,
     cold_start,
     free_port,
     machine,
     python,
-    spawn,
-    stop,
+    served,
     table,
-    wait_ok,
 )
 
 GOAL_COLD_S, GOAL_RSS_MB, GOAL_RATIO = 0.35, 70, 0.5
@@ -56,15 +55,10 @@ def wrk_script(directory: Path) -> Path:
 
 
 def requests_per_second(argv: list[str], port: int, env: dict[str, str], script: Path) -> float:
-    proc = spawn(["taskset", "-c", "0", *argv], env)
-    try:
-        wait_ok(
-            f"http://127.0.0.1:{port}/health/readiness"
-            if "functions.receiver" in argv
-            else f"http://127.0.0.1:{port}/",
-            proc,
-        )
-        url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}/"
+    ready = f"{url}health/readiness" if "functions.receiver" in argv else url
+    # Output to /dev/null, as before: the figure is the app's, not the log file's.
+    with served(f"wrk-target-{port}", ["taskset", "-c", "0", *argv], env, ready, log=DEVNULL):
         subprocess.run(
             ["taskset", "-c", "1", "wrk", "-t1", "-c16", "-d2s", "-s", str(script), url],
             check=True,
@@ -76,8 +70,6 @@ def requests_per_second(argv: list[str], port: int, env: dict[str, str], script:
             capture_output=True,
             text=True,
         ).stdout
-    finally:
-        stop(proc)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{argv}: {non2xx.group(1)} requests failed:\n{out}")
@@ -104,7 +96,7 @@ def main() -> int:
             python(),
             "-m",
             "uvicorn",
-            "benchmarks.echo_app:app",
+            "localknative.collector:bare_sink",
             "--port",
             str(echo_port),
             "--no-access-log",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,32 +34,21 @@ import httpx
 import numpy as np
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.support import (  # noqa: E402
-    cold_start,
-    free_port,
-    machine,
-    python,
-    spawn,
-    stop,
-    table,
-    wait_ok,
-)
-from common.config import S3Settings, TFServingSettings  # noqa: E402
-from common.events import ObjectEvent  # noqa: E402
-from common.images import decode_image, preprocess  # noqa: E402
-from common.s3 import ObjectStore  # noqa: E402
-from common.tfserving import (  # noqa: E402
+from benchmarks.support import cold_start, free_port, log_dir, machine, python, table
+from common.events import ObjectEvent
+from common.images import decode_image, preprocess
+from common.s3 import ObjectStore, S3Settings
+from common.scores import labels_from_outputs
+from common.tfserving import (
     TFServingClient,
-    labels_from_outputs,
+    TFServingSettings,
     pixels_tensor,
     tensor_to_array,
 )
-from tests.fixtures.modelserver import MODEL_CACHE_DIR, write_model_config  # noqa: E402
-from tests.fixtures.resnet import binary_cloudevent, photo_jpeg  # noqa: E402
-from tests.fixtures.rgw import RgwGateway, start_rgw, stop_rgw  # noqa: E402
+from testkit.records import binary_event
+from testkit.rgw import RgwGateway, start_rgw
+from testkit.samples import photo_jpeg
+from testkit.services import running_function, running_modelserver, write_model_config
 
 GOAL_COLD_S = 0.5
 GOAL_RSS_MB = 100
@@ -81,26 +69,8 @@ def median_ms(samples: list[float]) -> float:
 
 @contextmanager
 def modelserver(workdir: Path) -> Iterator[str]:
-    grpc_port, rest_port = free_port(), free_port()
-    argv = [
-        python(),
-        "-m",
-        "modelserver",
-        "--port",
-        str(grpc_port),
-        "--rest_api_port",
-        str(rest_port),
-        "--model_config_file",
-        str(write_model_config(workdir / "models.json")),
-        "--model_cache_dir",
-        str(MODEL_CACHE_DIR),
-    ]
-    proc = spawn(argv)
-    try:
-        wait_ok(f"http://127.0.0.1:{rest_port}/v1/models/resnet", proc, 180)
-        yield f"127.0.0.1:{grpc_port}"
-    finally:
-        stop(proc)
+    with running_modelserver(log_dir(), write_model_config(workdir / "models.json")) as server:
+        yield server.grpc_target
 
 
 class NoOpService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
@@ -263,37 +233,33 @@ def event_row(
     images: int,
 ) -> list[object]:
     """CloudEvent -> reply through the running function vs a direct Predict (model time)."""
-    port = free_port()
     env = {
         **rgw.env(),
-        "PORT": str(port),
         "LOG_LEVEL": "WARNING",
         "RESNET_SERVING_ENDPOINT": target,
         "MODEL_NAME": model,
     }
-    url = f"http://127.0.0.1:{port}"
-    proc = spawn([python(), "-m", "functions.resnet"], env)
     client = TFServingClient(TFServingSettings(target, model), MAX_PIXELS)
     client.connect()
-    try:
-        wait_ok(f"{url}/health/readiness", proc, 60)
-        with httpx.Client(timeout=60) as http:
+    with (
+        running_function(log_dir(), "resnet", env, name=f"resnet-{model}") as function,
+        httpx.Client(timeout=60) as http,
+    ):
+        url = function.url
 
-            def event() -> None:
-                headers, body = binary_cloudevent(bucket, key, size=size)
-                http.post(url, headers=headers, content=body).raise_for_status()
+        def event() -> None:
+            headers, body = binary_event(bucket, key, size=size)
+            http.post(url, headers=headers, content=body).raise_for_status()
 
-            def direct() -> None:
-                client.predict(request)
+        def direct() -> None:
+            client.predict(request)
 
-            for warm in (event, direct, event, direct):
-                warm()
-            event_s, direct_s = [], []
-            for _ in range(images):
-                event_s.append(timed(event))
-                direct_s.append(timed(direct))
-    finally:
-        stop(proc)
+        for warm in (event, direct, event, direct):
+            warm()
+        event_s, direct_s = [], []
+        for _ in range(images):
+            event_s.append(timed(event))
+            direct_s.append(timed(direct))
     overhead = median_ms(event_s) - median_ms(direct_s)
     return [
         model,
@@ -311,13 +277,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        rgw = start_rgw(workdir / "rgw", free_port())
-        try:
-            with modelserver(workdir) as target:
-                cold_rows = cold_start_rows(target, rgw.env(), args.runs)
-                pieces, end_to_end = per_image_rows(rgw, target, args.images)
-        finally:
-            stop_rgw(workdir / "rgw", None)
+        cluster, rgw = start_rgw(workdir / "rgw")
+        with cluster, modelserver(workdir) as target:
+            cold_rows = cold_start_rows(target, rgw.env(), args.runs)
+            pieces, end_to_end = per_image_rows(rgw, target, args.images)
 
     print(f"Resnet function benchmark ({machine()})\n")
     print(table(["cold start", f"median of {args.runs}", "RSS when ready", "goal"], cold_rows))

@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,16 +25,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import boto3
 import pika
-from botocore.config import Config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from source.notifications import NotificationSpec, TopicSpec, setup  # noqa: E402
+from source.notification_specs import NotificationSpec, TopicSpec
+from source.notifications import setup
+from testkit.rabbitmq import start_rabbitmq, stop_rabbitmq
+from testkit.rgw import RgwCluster, start_rgw
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -47,33 +42,13 @@ EXCHANGE = "bench"
 WARM_UP_TIMEOUT = 45.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def run_script(name: str, *args: str) -> dict[str, str]:
-    done = subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts" / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr}")
-    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-
-
 def cold_starts(count: int, workdir: Path) -> list[float]:
     seconds = []
     for i in range(count):
-        data_dir = workdir / f"cold-{i}"
-        started = time.perf_counter()
-        run_script("rgw-up.sh", str(data_dir), str(free_port()))
-        seconds.append(time.perf_counter() - started)
-        run_script("rgw-down.sh", str(data_dir), "--purge")
+        with RgwCluster(workdir / f"cold-{i}") as cluster:
+            started = time.perf_counter()
+            cluster.start()
+            seconds.append(time.perf_counter() - started)
     return seconds
 
 
@@ -170,20 +145,6 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def clients(settings: dict[str, str]) -> tuple[S3Client, SNSClient]:
-    kwargs: dict[str, Any] = {
-        "endpoint_url": settings["RGW_ENDPOINT"],
-        "aws_access_key_id": settings["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": settings["AWS_SECRET_ACCESS_KEY"],
-        "region_name": "default",
-    }
-    s3_config = Config(
-        s3={"addressing_style": "path"}, request_checksum_calculation="when_required"
-    )
-    s3 = boto3.client("s3", config=s3_config, **kwargs)
-    return s3, boto3.client("sns", **kwargs)
-
-
 def subscribe(s3: S3Client, sns: SNSClient, bucket: str, topic: TopicSpec) -> None:
     s3.create_bucket(Bucket=bucket)
     setup(s3, sns, bucket, topic, NotificationSpec(topic.name, topic.name))
@@ -206,15 +167,15 @@ def main() -> None:
                 f"min {min(starts):.2f} s, max {max(starts):.2f} s",
             )
         )
-        rgw_dir, rmq_dir = workdir / "rgw", workdir / "rabbitmq"
-        settings = run_script("rgw-up.sh", str(rgw_dir), str(free_port()))
-        amqp_url = run_script("rabbitmq-up.sh", str(rmq_dir), str(free_port()))["AMQP_URL"]
-        s3, sns = clients(settings)
-        try:
-            rows += latency_rows(s3, sns, amqp_url, args.uploads)
-        finally:
-            run_script("rabbitmq-down.sh", str(rmq_dir), "--purge")
-            run_script("rgw-down.sh", str(rgw_dir), "--purge")
+        cluster, gateway = start_rgw(workdir / "rgw")
+        with cluster:
+            broker = start_rabbitmq(workdir / "rabbitmq")
+            try:
+                rows += latency_rows(
+                    gateway.s3_client(), gateway.sns_client(), broker.url, args.uploads
+                )
+            finally:
+                stop_rabbitmq(broker.data_dir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("| what | p50 / median | p99 | notes |\n| --- | --- | --- | --- |")

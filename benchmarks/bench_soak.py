@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 
-from testkit.harness import Harness
+from testkit.live_stack import LiveStack
 from testkit.scenarios import (
     ScenarioResult,
     function_killed,
@@ -45,31 +45,29 @@ def main(argv: list[str] | None = None) -> int:
     faults = max(10, args.objects // 4)
     results: list[ScenarioResult] = []
     with Stack() as stack:
-        harness = Harness.build(stack, model_cache_dir=MODEL_CACHE_DIR)
+        live = LiveStack.build(stack, model_cache_dir=MODEL_CACHE_DIR)
         try:
-            print(
-                f"warm-up: {warm_up(harness):.1f} s (RGW adopts the topic's queue)", file=sys.stderr
-            )
+            print(f"warm-up: {warm_up(live):.1f} s (RGW adopts the topic's queue)", file=sys.stderr)
             until = time.monotonic() + args.minutes * 60
             rounds = 0
             while True:
-                results.append(load(harness, args.objects, args.writers))
+                results.append(load(live, args.objects, args.writers))
                 rounds += 1
                 results[-1].name = f"load #{rounds}"
                 if time.monotonic() >= until:
                     break
-            results.append(function_killed(harness, faults))
-            results.append(modelserver_down(harness, faults, down=10.0)[0])
-            results.append(rgw_restart(harness, faults))
-            results.append(source_killed(harness, faults, way="http"))
+            results.append(function_killed(live, faults))
+            results.append(modelserver_down(live, faults, down=10.0)[0])
+            results.append(rgw_restart(live, faults))
+            results.append(source_killed(live, faults, way="http"))
             if shutil.which("rabbitmq-server"):
-                harness.add_amqp_way()
-                results.append(source_killed(harness, faults, way="amqp"))
-            harness.rss.sample()
-            peak = dict(harness.rss.peak)
-            dead = harness.dead_processes()
+                live.add_amqp_way()
+                results.append(source_killed(live, faults, way="amqp"))
+            live.rss.sample()
+            peak = dict(live.rss.peak)
+            dead = live.dead_processes()
         finally:
-            harness.close()
+            live.close()
     print(markdown_table(results))
     print()
     print("| process | peak RSS |")

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_source.py [--uploads 500] [--burst 2000]
 
 Starts everything for real on loopback: Ceph RGW (scripts/rgw-up.sh), RabbitMQ
-(scripts/rabbitmq-up.sh), a recording HTTP sink (tests/support/recorder.py) and the source, once
+(scripts/rabbitmq-up.sh), a recording HTTP sink (testkit.sink) and the source, once
 per way in. Latency: PUT starts -> the sink has the CloudEvent (the recorder timestamps each
 request on arrival; same host, same clock), one upload at a time (the next starts when the
 previous arrived), after a warm-up that waits out RGW's adoption of the persistent topic.
@@ -30,11 +30,10 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.processes import free_port
-from tests.fixtures.rabbitmq import start_rabbitmq, stop_rabbitmq
-from tests.fixtures.recorder import Recorder, start_recorder
-from tests.fixtures.rgw import RgwGateway, start_rgw, stop_rgw
-from tests.fixtures.source import running_source
+from testkit.rabbitmq import start_rabbitmq, stop_rabbitmq
+from testkit.rgw import RgwGateway, start_rgw
+from testkit.services import running_source
+from testkit.sink import Recorder, start_recorder
 
 WARM_UP_TIMEOUT = 90.0
 STALL_SECONDS = 10.0
@@ -166,15 +165,12 @@ def throughput(sink: Recorder, count: int, push: object) -> float:
 
 @contextlib.contextmanager
 def stack(work: Path) -> Iterator[tuple[RgwGateway, str]]:
-    rgw = start_rgw(work / "rgw", free_port())
-    broker = None
-    try:
-        broker = start_rabbitmq(work / "rabbitmq", free_port())
-        yield rgw, broker.url
-    finally:
-        if broker is not None:
+    cluster, rgw = start_rgw(work / "rgw")
+    with cluster:
+        try:
+            yield rgw, start_rabbitmq(work / "rabbitmq").url
+        finally:
             stop_rabbitmq(work / "rabbitmq")
-        stop_rgw(work / "rgw", None)
 
 
 def main() -> int:

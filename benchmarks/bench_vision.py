@@ -37,23 +37,19 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.support import (  # noqa: E402
-    cold_start,
-    free_port,
-    machine,
-    python,
-    spawn,
-    stop,
-    table,
-    wait_ok,
-)
-from common.config import S3Settings  # noqa: E402
+from benchmarks.support import cold_start, free_port, log_dir, machine, table  # noqa: E402
 from common.events import ObjectEvent  # noqa: E402
-from common.s3 import ObjectStore  # noqa: E402
-from common.vision import ANNOTATE_PATH, API_KEY_HEADER, build_request_body  # noqa: E402
-from tests.fixtures.modelserver import MODEL_CACHE_DIR, write_model_config  # noqa: E402
-from tests.fixtures.rgw import RgwGateway, start_rgw, stop_rgw  # noqa: E402
-from tests.fixtures.vision import s3_event  # noqa: E402
+from common.s3 import ObjectStore, S3Settings  # noqa: E402
+from common.vision_messages import ANNOTATE_PATH, API_KEY_HEADER, build_request_body  # noqa: E402
+from testkit.processes import python_argv  # noqa: E402
+from testkit.records import binary_event  # noqa: E402
+from testkit.rgw import RgwGateway, start_rgw  # noqa: E402
+from testkit.services import (  # noqa: E402
+    running_fake_vision,
+    running_function,
+    running_modelserver,
+    write_model_config,
+)
 
 GOAL_COLD_S = 0.4
 API_KEY = "bench-vision-key"
@@ -98,7 +94,7 @@ def cold_start_rows(runs: int) -> list[list[object]]:
         for name in names:
             port = free_port()
             seconds, megabytes = cold_start(
-                [python(), "-m", f"functions.{name}"],
+                python_argv("-m", f"functions.{name}"),
                 dummy_env(port),
                 f"http://127.0.0.1:{port}/health/readiness",
                 1,
@@ -122,42 +118,17 @@ def cold_start_rows(runs: int) -> list[list[object]]:
 
 
 @contextmanager
-def served(argv: list[str], env: dict[str, str], ready: str, timeout: float) -> Iterator[None]:
-    proc = spawn(argv, env)
-    try:
-        wait_ok(ready, proc, timeout)
-        yield
-    finally:
-        stop(proc)
-
-
-@contextmanager
 def endpoint(kind: str, workdir: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     if kind == "fake":
-        argv = [python(), "-m", "tests.support.fake_vision", "--port", str(port)]
-        with served([*argv, "--api-key", API_KEY], {}, f"{url}/_control/health", 15):
-            labels = [{"mid": "/m/01yrx", "description": "Cat", "score": 0.98, "topicality": 0.98}]
-            httpx.put(f"{url}/_control/labels", json=labels).raise_for_status()
-            yield url
+        with running_fake_vision(log_dir(), API_KEY) as fake:
+            fake.set_labels(
+                [{"mid": "/m/01yrx", "description": "Cat", "score": 0.98, "topicality": 0.98}]
+            )
+            yield fake.url
         return
     config = write_model_config(workdir / "models.json")
-    argv = [
-        python(),
-        "-m",
-        "modelserver",
-        "--port",
-        str(free_port()),
-        "--rest_api_port",
-        str(port),
-        "--model_config_file",
-        str(config),
-        "--model_cache_dir",
-        str(MODEL_CACHE_DIR),
-    ]
-    with served(argv, {"VISION_API_KEY": API_KEY}, f"{url}/v1/models/efficientnet_lite0", 180):
-        yield url
+    with running_modelserver(log_dir(), config, API_KEY) as server:
+        yield server.rest_url
 
 
 def median_ms(samples: list[float]) -> float:
@@ -176,21 +147,19 @@ def overhead_rows(rgw: RgwGateway, vision_url: str, events: int) -> list[list[ob
     store = ObjectStore(S3Settings.from_env(rgw.env()))
     bucket = rgw.unique_name("bench-vision")
     s3.create_bucket(Bucket=bucket)
-    port = free_port()
     env = {
         **rgw.env(),
-        "PORT": str(port),
         "LOG_LEVEL": "WARNING",
         "VISION_ENDPOINT": vision_url,
         "GOOGLE_VISION_API_KEY": API_KEY,
         "VISION_MAX_RESULTS": "5",
     }
     rows: list[list[object]] = []
-    function_url = f"http://127.0.0.1:{port}"
     with (
-        served([python(), "-m", "functions.vision"], env, f"{function_url}/health/readiness", 30),
+        running_function(log_dir(), "vision", env, timeout=30) as function,
         httpx.Client(timeout=60) as client,
     ):
+        function_url = function.url
         for name, image in photos().items():
             key = f"{name.replace(' ', '-')}.jpg"
             s3.put_object(Bucket=bucket, Key=key, Body=image, ContentType="image/jpeg")
@@ -202,7 +171,7 @@ def overhead_rows(rgw: RgwGateway, vision_url: str, events: int) -> list[list[ob
                 answer.raise_for_status()
 
             def event(key: str = key) -> None:
-                event_headers, event_body = s3_event(bucket, key, event_id=str(uuid.uuid4()))
+                event_headers, event_body = binary_event(bucket, key, event_id=str(uuid.uuid4()))
                 answer = client.post(function_url, headers=event_headers, content=event_body)
                 answer.raise_for_status()
 
@@ -246,12 +215,9 @@ def main() -> int:
     cold_rows = cold_start_rows(args.runs)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        rgw = start_rgw(workdir / "rgw", free_port())
-        try:
-            with endpoint(args.endpoint, workdir) as vision_url:
-                rows = overhead_rows(rgw, vision_url, args.events)
-        finally:
-            stop_rgw(workdir / "rgw", None)
+        cluster, rgw = start_rgw(workdir / "rgw")
+        with cluster, endpoint(args.endpoint, workdir) as vision_url:
+            rows = overhead_rows(rgw, vision_url, args.events)
 
     print(f"Vision function benchmark ({machine()})\n")
     print(table(["figure", f"median of {args.runs}", "RSS when ready", "goal"], cold_rows))

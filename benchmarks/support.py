@@ -1,83 +1,89 @@
-"""Small helpers shared by the benchmark scripts: spawn, wait, measure, print a table."""
+"""Small helpers shared by the benchmark scripts: serve, measure cold starts, print a table.
+
+Processes are started through the test kit's supervisor (`testkit.processes`), like the tests'
+and the demo's: own session, a log file (in a temporary directory, shown when a start fails),
+and stopped at the end whatever happens.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import os
-import socket
+import shutil
 import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import httpx
+from testkit.processes import REPO_ROOT, Process, free_port, http_ok
+from testkit.registry import rss_kib
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def spawn(argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        list(argv),
-        cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+__all__ = [
+    "REPO_ROOT",
+    "cold_start",
+    "free_port",
+    "log_dir",
+    "machine",
+    "python",
+    "rss_mb",
+    "served",
+    "table",
+]
+DEVNULL = Path(os.devnull)
 
 
-def wait_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> float:
-    """Seconds until GET url answered 200, polling every 5 ms."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return time.perf_counter() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.005)
-    raise RuntimeError(f"{url} not ready within {timeout}s")
+@functools.cache
+def log_dir() -> Path:
+    """Where this run's processes log; removed when the benchmark ends."""
+    path = Path(tempfile.mkdtemp(prefix="rgw-inference-bench-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+@contextlib.contextmanager
+def served(
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    ready_url: str,
+    timeout: float = 30.0,
+    log: Path | None = None,
+) -> Iterator[Process]:
+    """A process for the block, once GET `ready_url` answers 200; its output goes to `log`
+    (default: NAME.log in `log_dir()`; /dev/null where writing it would skew a throughput)."""
+    process = Process(name, argv, log or log_dir() / f"{name}.log", env)
+    try:
+        process.start()
+        process.wait_http_ok(ready_url, timeout)
+        yield process
+    finally:
+        process.stop()
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+    kib = rss_kib(pid)
+    return float("nan") if kib is None else kib / 1024
 
 
 def cold_start(
-    argv: Sequence[str], env: dict[str, str], url: str, runs: int
+    argv: Sequence[str], env: Mapping[str, str], url: str, runs: int
 ) -> tuple[float, float]:
     """Median seconds from spawn to readiness 200 over `runs`, and the RSS (MB) once ready."""
     times, rss = [], []
-    for _ in range(runs):
-        proc = spawn(argv, env)
+    for run in range(runs):
+        process = Process(f"cold-start-{run}", argv, log_dir() / "cold-start.log", env)
         try:
-            times.append(wait_ok(url, proc))
-            rss.append(rss_mb(proc.pid))
+            process.start()
+            # Polled every 5 ms: the figures are a few hundred ms.
+            process.wait_ready(lambda: http_ok(url, 0.5), timeout=30.0, interval=0.005)
+            assert process.ready_after is not None
+            times.append(process.ready_after)
+            rss.append(rss_mb(process.pid))
         finally:
-            stop(proc)
+            process.stop()
     return statistics.median(times), statistics.median(rss)
 
 

@@ -2,10 +2,11 @@
 
 Both start, on free 127.0.0.1 ports and in a temporary directory: a throwaway Ceph RGW, the
 model server (mobilenet_v2 over TF Serving gRPC, EfficientNet-Lite0 behind the Vision REST
-stand-in), the receiver, resnet and vision functions, the event source, a dispatcher playing the
-Knative Channel and Route of knative/base (fan-out, 50/50 split, retries, dead letters,
-replies), a dead-letter sink and a results collector playing the Broker. Everything is stopped
-and removed on exit, on error and on Ctrl-C.
+stand-in), every function knative/base declares (receiver, resnet, vision, with the env their
+manifests give them), the event source, a dispatcher playing the Knative Channel and Route of
+knative/base (fan-out, 50/50 split, retries, dead letters, replies), a dead-letter sink and a
+results collector playing the Broker. Everything is stopped and removed on exit, on error and
+on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
         "--knative-dir",
         type=Path,
         default=REPO_ROOT / "knative" / "base",
-        help="manifests the channel's wiring is read from (default: knative/base)",
+        help="manifests the functions, their env and the channel's wiring are read from "
+        "(default: knative/base)",
     )
     parser.add_argument(
         "--model-cache-dir",

@@ -13,7 +13,12 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-COMMAND_GROUPS: tuple[str, ...] = ("cli.notifications", "cli.local")
+COMMAND_GROUPS: tuple[str, ...] = (
+    "cli.notifications",
+    "cli.local",
+    "cli.config_table",
+    "cli.new_function",
+)
 
 Runner = Callable[[argparse.Namespace], int]
 

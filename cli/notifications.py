@@ -1,6 +1,6 @@
 """`notifications` commands: set up, show and remove RGW topics and bucket notifications.
 
-Connection settings come from the environment (see common/config.py: AWS_ENDPOINT_URL_S3,
+Connection settings come from the environment (see common/s3.py: AWS_ENDPOINT_URL_S3,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and their aliases); scripts/rgw-up.sh
 prints exactly these. Results are printed as JSON on stdout, errors as one line on stderr.
 """
@@ -15,17 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
 
-from common.config import ConfigError, S3Settings
-from common.s3 import make_s3_client, make_sns_client
-from source.notifications import (
+from common.env import ConfigError
+from common.s3 import S3Settings, make_s3_client, make_sns_client
+from source.notification_specs import (
     AMQP_ACK_LEVELS,
     OBJECT_EVENTS,
-    NotificationError,
     NotificationSpec,
-    SetupResult,
     SpecError,
     TopicSpec,
 )
+from source.notifications import NotificationError, SetupResult
 from source.notifications import remove as remove_notifications
 from source.notifications import setup as setup_notifications
 from source.notifications import show as show_notifications

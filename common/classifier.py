@@ -13,19 +13,59 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from common.cloudevents_http import CloudEvent, new_event
-from common.config import ResultSettings, S3Settings
+from common.env import Env, env_var
 from common.runtime import Delivery, Function
-from common.s3 import DownloadedObject, ObjectStore
+from common.s3 import DownloadedObject, ObjectStore, S3Settings
 
 # One project-wide prefix for the event types this project emits.
 EVENT_TYPE_PREFIX = "dev.rgwinference"
 RESULT_EVENT_TYPE = f"{EVENT_TYPE_PREFIX}.classification.result"
 
 log = logging.getLogger("classifier")
+
+RESULTS = "Classification results (resnet, vision)"
+TOP_K = env_var("TOP_K", "How many classes to log and reply with.", RESULTS, "5")
+TAG_OBJECTS = env_var(
+    "TAG_OBJECTS",
+    "Write the top label back to the object as S3 object tags (needs s3:PutObjectTagging).",
+    RESULTS,
+    "false",
+)
+REPLY_EVENTS = env_var(
+    "REPLY_EVENTS",
+    "Answer each event with a classification.result CloudEvent (Knative forwards it to `reply`).",
+    RESULTS,
+    "true",
+)
+MAX_IMAGE_PIXELS = env_var(
+    "MAX_IMAGE_PIXELS",
+    "Largest decoded image (width x height) accepted; more is a decompression bomb and gets 413.",
+    RESULTS,
+    str(40_000_000),
+)
+
+
+@dataclass(frozen=True)
+class ResultSettings:
+    top_k: int = 5
+    tag_objects: bool = False
+    reply_events: bool = True
+    max_image_pixels: int = 40_000_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ResultSettings:
+        env = Env(environ)
+        return cls(
+            top_k=env.integer(TOP_K, 1, 100),
+            tag_objects=env.flag(TAG_OBJECTS),
+            reply_events=env.flag(REPLY_EVENTS),
+            max_image_pixels=env.integer(MAX_IMAGE_PIXELS, 1),
+        )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
     resize_and_centre_crop(image, h, w)        short side to size/0.875, centre crop (torchvision)
     to_batch(image, dtype)                     PIL image -> NHWC numpy batch of one
     preprocess(data, h, w, dtype, max_pixels)  all three
+    preprocess_array(rgb, h, w, dtype)         the same from an in-memory RGB array
 
 Limits come first: the declared width x height is checked right after the header is parsed and
 before any pixel is decoded, so a small file that declares a huge canvas (a decompression bomb)
@@ -174,13 +175,29 @@ def to_batch(image: Image.Image, dtype: PixelDType) -> npt.NDArray[np.generic]:
 
 
 def preprocess(
-    data: bytes, out_height: int, out_width: int, dtype: PixelDType, max_pixels: int
+    data: bytes,
+    out_height: int,
+    out_width: int,
+    dtype: PixelDType,
+    max_pixels: int,
+    upright: bool = True,
 ) -> npt.NDArray[np.generic]:
-    """Encoded image bytes -> [1, out_height, out_width, 3] pixels, as torchvision evaluates."""
+    """Encoded image bytes -> [1, out_height, out_width, 3] pixels, as torchvision evaluates.
+
+    `upright=False` ignores the EXIF orientation, as TF's decode_jpeg does (see decode_image).
+    """
     # The smallest decode that still covers the resize target: the target of a square crop is
     # at least short_target in both directions, whatever the aspect ratio.
     short_target = round(max(out_height, out_width) / CROP_FRACTION)
-    image = decode_image(data, max_pixels, min_size=(short_target, short_target))
+    image = decode_image(data, max_pixels, (short_target, short_target), upright)
+    return to_batch(resize_and_centre_crop(image, out_height, out_width), dtype)
+
+
+def preprocess_array(
+    rgb: npt.NDArray[np.uint8], out_height: int, out_width: int, dtype: PixelDType
+) -> npt.NDArray[np.generic]:
+    """An in-memory H x W x 3 uint8 RGB photo (e.g. scikit-image's) -> the same batch of one."""
+    image = Image.fromarray(rgb).convert("RGB")
     return to_batch(resize_and_centre_crop(image, out_height, out_width), dtype)
 
 
@@ -195,6 +212,7 @@ __all__ = [
     "PixelDType",
     "decode_image",
     "preprocess",
+    "preprocess_array",
     "resize_and_centre_crop",
     "resize_target",
     "set_pillow_pixel_limit",

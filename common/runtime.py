@@ -14,11 +14,11 @@ import logging
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from threading import Lock
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -33,12 +33,79 @@ from prometheus_client import (
 from starlette.concurrency import run_in_threadpool
 
 from common.cloudevents_http import BaseCloudEvent, parse_request, to_binary_headers
-from common.config import ConfigError, RuntimeSettings
+from common.env import ConfigError, Env, env_var
 from common.errors import EventError, TooLarge
 from common.events import ObjectEvent, parse_object_events
 from common.logs import configure_logging
 
 log = logging.getLogger("function")
+T = TypeVar("T")
+
+RUNTIME = "Function runtime (every function container)"
+PORT = env_var(
+    "PORT", "Port the HTTP server listens on (Knative's runtime contract).", RUNTIME, "8080"
+)
+HOST = env_var(
+    "HOST",
+    "Address to bind. Loopback by default; container images set 0.0.0.0.",
+    RUNTIME,
+    "127.0.0.1",
+)
+LOG_LEVEL = env_var("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", RUNTIME, "INFO")
+MAX_EVENT_BYTES = env_var(
+    "MAX_EVENT_BYTES",
+    "Largest CloudEvent request body accepted; larger gets 413.",
+    RUNTIME,
+    str(1024 * 1024),
+)
+MAX_RECORDS_PER_EVENT = env_var(
+    "MAX_RECORDS_PER_EVENT",
+    "Most object records one CloudEvent may carry; more gets 413.",
+    RUNTIME,
+    "100",
+)
+DEDUP_WINDOW = env_var(
+    "DEDUP_WINDOW",
+    "How many recent CloudEvent ids a function remembers to drop redeliveries (0 = off).",
+    RUNTIME,
+    "10000",
+)
+K_SERVICE = env_var("K_SERVICE", "Set by Knative: service name, added to log lines.", RUNTIME)
+K_REVISION = env_var("K_REVISION", "Set by Knative: revision name, added to log lines.", RUNTIME)
+K_CONFIGURATION = env_var(
+    "K_CONFIGURATION", "Set by Knative: configuration name, added to log lines.", RUNTIME
+)
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    port: int = 8080
+    host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    max_event_bytes: int = 1024 * 1024
+    max_records_per_event: int = 100
+    dedup_window: int = 10000
+    k_service: str | None = None
+    k_revision: str | None = None
+    k_configuration: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
+        env = Env(environ)
+        level = (env.string(LOG_LEVEL) or "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        return cls(
+            port=env.integer(PORT, 1, 65535),
+            host=env.required_str(HOST),
+            log_level=level,
+            max_event_bytes=env.integer(MAX_EVENT_BYTES, 1024),
+            max_records_per_event=env.integer(MAX_RECORDS_PER_EVENT, 1),
+            dedup_window=env.integer(DEDUP_WINDOW, 0),
+            k_service=env.string(K_SERVICE),
+            k_revision=env.string(K_REVISION),
+            k_configuration=env.string(K_CONFIGURATION),
+        )
 
 
 @dataclass(frozen=True)
@@ -162,10 +229,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def load_function(factory: Callable[[], Function]) -> Function:
-    """Build the function, turning a configuration error into one line and exit status 2."""
+def configured(build: Callable[[], T]) -> T:
+    """Run `build` (settings, the function), turning a ConfigError into one line and exit 2."""
     try:
-        return factory()
+        return build()
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         raise SystemExit(2) from None
@@ -173,16 +240,12 @@ def load_function(factory: Callable[[], Function]) -> Function:
 
 def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None = None) -> FastAPI:
     """The ASGI app serving one function. Configuration is read here, at import time."""
-    try:
-        runtime = settings or RuntimeSettings.from_env()
-    except ConfigError as exc:
-        sys.stderr.write(f"configuration error: {exc}\n")
-        raise SystemExit(2) from None
+    runtime = settings or configured(RuntimeSettings.from_env)
     configure_logging(
         runtime.log_level,
         {"service": runtime.k_service or "", "revision": runtime.k_revision or ""},
     )
-    function = load_function(factory)
+    function = configured(factory)
     metrics = Metrics()
     recent = RecentIds(runtime.dedup_window)
     state = {"started": False}

@@ -15,7 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
 
-from common.config import S3Settings
+from common.env import ConfigError, Env, Secret, env_var, parse_endpoint_url
 from common.errors import (
     EventError,
     Forbidden,
@@ -29,6 +29,88 @@ from common.events import ObjectEvent
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
+
+
+S3 = "S3 / Ceph RGW (resnet, vision, source)"
+S3_ENDPOINT = env_var(
+    "AWS_ENDPOINT_URL_S3",
+    "RGW endpoint URL. The only place objects are read from, never a URL found in an event. "
+    "A bare host[:port] (the seed's S3_HOSTNAME) means http://.",
+    S3,
+    aliases=("AWS_ENDPOINT_URL", "S3_HOSTNAME"),
+)
+S3_ACCESS_KEY = env_var(
+    "AWS_ACCESS_KEY_ID", "Access key id.", S3, aliases=("S3_ACCESS_KEY_ID",), secret=True
+)
+S3_SECRET_KEY = env_var(
+    "AWS_SECRET_ACCESS_KEY",
+    "Secret access key.",
+    S3,
+    aliases=("S3_SECRET_ACCESS_KEY",),
+    secret=True,
+)
+S3_REGION = env_var(
+    "AWS_REGION",
+    "Region name; RGW's default zonegroup answers to 'default'.",
+    S3,
+    "default",
+    aliases=("AWS_DEFAULT_REGION",),
+)
+S3_MAX_OBJECT_BYTES = env_var(
+    "S3_MAX_OBJECT_BYTES",
+    "Largest object a function downloads; larger is refused with 413 before reading it.",
+    S3,
+    str(20 * 1024 * 1024),
+)
+S3_CONNECT_TIMEOUT = env_var("S3_CONNECT_TIMEOUT", "Seconds to connect to RGW.", S3, "2")
+S3_READ_TIMEOUT = env_var("S3_READ_TIMEOUT", "Seconds to wait for RGW to answer.", S3, "10")
+S3_MAX_ATTEMPTS = env_var(
+    "S3_MAX_ATTEMPTS", "Attempts per S3 call (bounded retries on transient errors).", S3, "3"
+)
+ALLOWED_BUCKETS = env_var(
+    "ALLOWED_BUCKETS",
+    "Comma-separated buckets a function may read; an event naming another gets 403. "
+    "Empty: any bucket the credentials can read.",
+    S3,
+)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint_url: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    region: str = "default"
+    max_object_bytes: int = 20 * 1024 * 1024
+    connect_timeout: float = 2.0
+    read_timeout: float = 10.0
+    max_attempts: int = 3
+    allowed_buckets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
+        env = Env(environ)
+        raw_endpoint = env.string(S3_ENDPOINT)
+        endpoint = None
+        if raw_endpoint is not None:
+            try:
+                endpoint = parse_endpoint_url(raw_endpoint)
+            except ValueError:
+                raise ConfigError(
+                    f"{S3_ENDPOINT.name}: expected an http(s) URL or host[:port], "
+                    f"got {raw_endpoint!r}"
+                ) from None
+        return cls(
+            endpoint_url=endpoint,
+            access_key_id=env.secret(S3_ACCESS_KEY),
+            secret_access_key=env.secret(S3_SECRET_KEY),
+            region=env.required_str(S3_REGION),
+            max_object_bytes=env.integer(S3_MAX_OBJECT_BYTES, 1),
+            connect_timeout=env.number(S3_CONNECT_TIMEOUT, 0.01),
+            read_timeout=env.number(S3_READ_TIMEOUT, 0.01),
+            max_attempts=env.integer(S3_MAX_ATTEMPTS, 1, 10),
+            allowed_buckets=env.csv(ALLOWED_BUCKETS),
+        )
 
 
 def _client_kwargs(settings: S3Settings) -> dict[str, Any]:

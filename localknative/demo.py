@@ -5,6 +5,9 @@
         └─> Route 50/50 ─> resnet (mobilenet_v2 over TF Serving gRPC) | vision (EfficientNet-Lite0
             behind the Vision REST stand-in) ─reply─> results collector (the Broker)
 
+The functions, their environment and the channel's wiring come from knative/base
+(`localknative.launch`, `localknative.workloads`): a function added there is started too.
+
 `run(options)` starts every process on free loopback ports (testkit.stack), makes a bucket,
 wires its notifications with the project's own `notifications setup` command, uploads the
 photos, prints what happens as it happens and a summary table, and tears everything down. With
@@ -13,82 +16,43 @@ photos, prints what happens as it happens and a summary table, and tears everyth
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
-import os
-import secrets
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from localknative.collector import read_entries
+from localknative.launch import DEFAULT_PHOTOS, DEFAULT_TIMEOUT, DemoOptions, Endpoints, start_stack
+from localknative.parts import BUCKET, RESNET_MODEL, s3_client
 from localknative.photos import Photo, load_photos
 from localknative.report import Reporter, Tracker, summary_table
-from localknative.topology import TopologyError, load_topology
-from testkit.stack import (
-    REPO_ROOT,
-    Interrupted,
-    Rgw,
-    Stack,
-    StackError,
-    free_port,
-    http_ok,
-    on_signals,
-    tcp_open,
-)
+from localknative.topology import TopologyError
+from localknative.workloads import CLASSIFIER, load_functions
+from testkit.stack import Interrupted, Rgw, Stack, StackError, on_signals
 
-DEFAULT_PHOTOS = 6
-DEFAULT_TIMEOUT = 240.0
-BUCKET = "photos"
-TOPIC = "photos-demo"
-AMQP_EXCHANGE = "rgw-demo"
-AMQP_QUEUE = "photos-demo"
-RESNET_MODEL = "mobilenet_v2"
-VISION_MODEL = "efficientnet_lite0"
-# Parts built by the project; a missing one means the checkout is incomplete.
-REQUIRED_MODULES = (
-    "modelserver.__main__",
-    "functions.receiver.__main__",
-    "functions.resnet.__main__",
-    "functions.vision.__main__",
-    "source.__main__",
-)
+# The harness, the benchmark and the CLI import these from here.
+__all__ = [
+    "BUCKET",
+    "DEFAULT_PHOTOS",
+    "DEFAULT_TIMEOUT",
+    "RESNET_MODEL",
+    "Demo",
+    "DemoOptions",
+    "Endpoints",
+    "run",
+    "s3_client",
+]
+
+# Parts built by the project besides the functions (which the manifests name).
+REQUIRED_MODULES = ("modelserver.__main__", "source.__main__")
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_SETUP = 3
 EXIT_INTERRUPTED = 130
-
-
-@dataclass
-class DemoOptions:
-    photos: int = DEFAULT_PHOTOS
-    timeout: float = DEFAULT_TIMEOUT
-    amqp: bool = False
-    keep_running: bool = False
-    summary_json: Path | None = None
-    knative_dir: Path = REPO_ROOT / "knative" / "base"
-    model_cache_dir: Path | None = None
-    keep_logs: Path | None = None
-    # Extra settings for the two classifiers (e.g. TAG_OBJECTS, ALLOWED_BUCKETS in fault runs).
-    classifier_env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Endpoints:
-    """Where each part listens in this run."""
-
-    rgw: Rgw
-    grpc: str
-    rest: str
-    functions: dict[str, str] = field(default_factory=dict)
-    dispatcher: str = ""
-    source: str = ""
-    results: str = ""
-    dead_letters: str = ""
-    vision_key: str = ""
 
 
 class DemoFailed(RuntimeError):
@@ -105,117 +69,13 @@ class RunOutcome:
         self.ok, self.code, self.message = ok, code, message
 
 
-def missing_parts() -> list[str]:
-    return [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
-
-
-def _module_argv(stack: Stack, module: str, *args: str) -> list[str]:
-    return stack.python_module(module, *args)
-
-
-def _ready_http(url: str) -> Any:
-    return lambda: http_ok(url)
-
-
-def start_modelserver(stack: Stack, options: DemoOptions, vision_key: str) -> tuple[str, str]:
-    grpc_port, rest_port = free_port(), free_port()
-    config = stack.work_dir / "models.json"
-    config.write_text(
-        json.dumps(
-            {
-                "model_config_list": {
-                    "config": [
-                        {"name": RESNET_MODEL, "model_kind": RESNET_MODEL},
-                        {"name": VISION_MODEL, "model_kind": VISION_MODEL},
-                    ]
-                }
-            }
-        )
-    )
-    args = [
-        "--port", str(grpc_port),
-        "--rest_api_port", str(rest_port),
-        "--model_config_file", str(config),
-        "--vision_model", VISION_MODEL,
-    ]  # fmt: skip
-    if options.model_cache_dir is not None:
-        args += ["--model_cache_dir", str(options.model_cache_dir)]
-    rest = f"http://127.0.0.1:{rest_port}"
-    stack.start(
-        "modelserver",
-        _module_argv(stack, "modelserver", *args),
-        # Models load before any port opens; the first run converts them (about a minute).
-        ready=lambda: http_ok(f"{rest}/v1/models/{RESNET_MODEL}") and tcp_open(grpc_port),
-        env={"VISION_API_KEY": vision_key},
-        url=rest,
-        timeout=600,
-    )
-    return f"127.0.0.1:{grpc_port}", rest
-
-
-def start_function(stack: Stack, name: str, env: dict[str, str]) -> str:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    stack.start(
-        name,
-        _module_argv(stack, f"functions.{name}"),
-        ready=_ready_http(f"{url}/health/readiness"),
-        env={"PORT": str(port), "HOST": "127.0.0.1", **env},
-        url=url,
-    )
-    return url
-
-
-def start_collector(stack: Stack, role: str) -> tuple[str, Path]:
-    port = free_port()
-    out = stack.work_dir / f"{role}.jsonl"
-    url = f"http://127.0.0.1:{port}"
-    stack.start(
-        role,
-        _module_argv(
-            stack, "localknative.collector", "--port", str(port), "--out", str(out), "--role", role
-        ),
-        ready=_ready_http(f"{url}/healthz"),
-        url=url,
-    )
-    return url, out
-
-
-def setup_notifications(rgw: Rgw, endpoint: str, persistent: bool, amqp: bool) -> None:
-    """The project's own set-up command, as a user would run it."""
-    argv = [
-        sys.executable, "-m", "cli", "notifications", "setup",
-        "--bucket", BUCKET, "--topic", TOPIC, "--endpoint", endpoint,
-    ]  # fmt: skip
-    if persistent:
-        argv.append("--persistent")
-    if amqp:
-        argv += ["--amqp-exchange", AMQP_EXCHANGE]
-    done = subprocess.run(
-        argv,
-        cwd=REPO_ROOT,
-        env={**os.environ, **rgw.env()},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise StackError(f"`{' '.join(argv[1:])}` failed:\n{done.stderr.strip()}")
-
-
-def s3_client(rgw: Rgw) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=rgw.endpoint,
-        aws_access_key_id=rgw.access_key,
-        aws_secret_access_key=rgw.secret_key,
-        region_name=rgw.region,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-    )
+def missing_parts(knative_dir: Path) -> list[str]:
+    """Modules a complete checkout has: the model server, the source, each function's main."""
+    modules = [*REQUIRED_MODULES]
+    # A manifest error is reported with its reason when the stack starts.
+    with contextlib.suppress(TopologyError):
+        modules += [f"{spec.module}.__main__" for spec in load_functions(knative_dir)]
+    return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
 class Demo:
@@ -229,139 +89,19 @@ class Demo:
         self.results = Path()
         self.dead_letters = Path()
         self._offsets = {"dispatch": 0, "results": 0, "dead": 0}
+        self.roles: dict[str, str] = {}  # function -> role, once the stack is up
 
     def say(self, text: str) -> None:
         self.reporter.line(text)
 
     def build(self, stack: Stack) -> Endpoints:
-        options = self.options
-        topology = load_topology(options.knative_dir)
-        split = {
-            str(t.target): t.percent
-            for sub in topology.subscriptions_of("rgw-events")
-            if sub.subscriber.ref is not None and sub.subscriber.ref.kind == "Route"
-            for t in topology.traffic(sub.subscriber.ref.name)
-        }
-        self.say(f"topology from {options.knative_dir}: split {split}")
-
-        started = time.monotonic()
-        rgw = stack.start_rgw(free_port())
-        self.say(
-            f"RGW (Ceph radosgw) serving S3 at {rgw.endpoint} ({time.monotonic() - started:.1f} s)"
-        )
-        s3_client(rgw).create_bucket(Bucket=BUCKET)
-
-        # HTTP way: the stack holds the source's listening socket (socket activation), so RGW's
-        # pushes wait in its backlog while the source is down instead of being refused: RGW
-        # 16.2 retries a refused push at once, in a tight loop that can hang its queue.
-        listener = None if options.amqp else stack.hold_listener()
-        source_port = free_port() if listener is None else int(listener.getsockname()[1])
-        amqp_url = None
-        if options.amqp:
-            amqp_url = stack.start_rabbitmq(free_port())
-            self.say(f"RabbitMQ at {amqp_url}")
-            setup_notifications(rgw, amqp_url, persistent=False, amqp=True)
-        else:
-            # Wired now, before the other parts start: RGW 16.2 picks up a new persistent
-            # topic's queue on its next 30 s scan, and starting the rest uses up that time.
-            setup_notifications(
-                rgw, f"http://127.0.0.1:{source_port}/", persistent=True, amqp=False
-            )
-        self.say(
-            f"bucket {BUCKET!r}: notifications wired by `python -m cli notifications setup` "
-            f"({'AMQP' if options.amqp else 'HTTP push, persistent topic'})"
-        )
-
-        vision_key = secrets.token_urlsafe(16)
-        started = time.monotonic()
-        grpc, rest = start_modelserver(stack, options, vision_key)
-        self.say(
-            f"model server: gRPC {grpc}, REST {rest} ({RESNET_MODEL}, {VISION_MODEL}; "
-            f"{time.monotonic() - started:.1f} s)"
-        )
-        endpoints = Endpoints(rgw=rgw, grpc=grpc, rest=rest, vision_key=vision_key)
-        endpoints.dead_letters, self.dead_letters = start_collector(stack, "dead-letters")
-        endpoints.results, self.results = start_collector(stack, "results")
-        s3_env = rgw.env()
-        endpoints.functions["receiver"] = start_function(stack, "receiver", s3_env)
-        endpoints.functions["resnet"] = start_function(
-            stack,
-            "resnet",
-            {
-                **s3_env,
-                "RESNET_SERVING_ENDPOINT": grpc,
-                "MODEL_NAME": RESNET_MODEL,
-                **options.classifier_env,
-            },
-        )
-        endpoints.functions["vision"] = start_function(
-            stack,
-            "vision",
-            {
-                **s3_env,
-                "VISION_ENDPOINT": rest,
-                "GOOGLE_VISION_API_KEY": vision_key,
-                "VISION_MAX_RESULTS": "5",
-                **options.classifier_env,
-            },
-        )
-        self.say(
-            "functions: " + ", ".join(f"{name} {url}" for name, url in endpoints.functions.items())
-        )
-
-        dispatcher_port = free_port()
-        endpoints.dispatcher = f"http://127.0.0.1:{dispatcher_port}"
-        self.record = stack.work_dir / "dispatch.jsonl"
-        binds = {
-            "Service/receiver": endpoints.functions["receiver"],
-            "Configuration/resnet": endpoints.functions["resnet"],
-            "Configuration/vision": endpoints.functions["vision"],
-            "Service/dead-letters": endpoints.dead_letters,
-            "Broker/default": endpoints.results,
-        }
-        argv = _module_argv(
-            stack,
-            "localknative.dispatcher",
-            "--knative-dir", str(options.knative_dir),
-            "--channel", "rgw-events",
-            "--port", str(dispatcher_port),
-            "--record", str(self.record),
-        )  # fmt: skip
-        for ref, url in binds.items():
-            argv += ["--bind", f"{ref}={url}"]
-        stack.start(
-            "dispatcher",
-            argv,
-            _ready_http(f"{endpoints.dispatcher}/healthz"),
-            url=endpoints.dispatcher,
-        )
-        self.say(f"channel rgw-events (dispatcher) at {endpoints.dispatcher}")
-
-        # The channel answers after the classifiers did (and retried): give it time.
-        delivery = ["--sink", endpoints.dispatcher, "--timeout", "120", "--deadline", "600"]
-        # Unusable notifications are parked there too: answered 4xx instead, RGW's persistent
-        # queue would push them again forever (and hold back the entries behind them).
-        delivery += ["--dead-letter-url", endpoints.dead_letters]
-        endpoints.source = f"http://127.0.0.1:{source_port}"
-        if amqp_url is not None:
-            argv = _module_argv(
-                stack, "source", "amqp", "--url", amqp_url, "--queue", AMQP_QUEUE,
-                "--exchange", AMQP_EXCHANGE, "--health-port", str(source_port), *delivery,
-            )  # fmt: skip
-        else:
-            argv = _module_argv(stack, "source", "http", *delivery)
-        source_env = {"PORT": str(source_port), "HOST": "127.0.0.1", **s3_env}
-        if listener is not None:
-            source_env["SOURCE_LISTEN_FD"] = str(listener.fileno())
-        stack.start(
-            "source",
-            argv,
-            _ready_http(f"{endpoints.source}/health/readiness"),
-            env=source_env,
-            url=endpoints.source,
-            listener=listener,
-        )
-        self.say(f"source ({'amqp' if options.amqp else 'http'}) at {endpoints.source}")
+        """Start the stack the manifests describe (localknative.launch) and follow its records."""
+        endpoints = start_stack(stack, self.options, self.say)
+        self.tracker.audit_subscriptions = endpoints.audit_subscriptions
+        self.record = endpoints.record
+        self.results = endpoints.results_log
+        self.dead_letters = endpoints.dead_letters_log
+        self.roles = endpoints.roles
         return endpoints
 
     def upload(self, rgw: Rgw, photos: list[Photo]) -> None:
@@ -492,7 +232,7 @@ def print_usage_hints(out: IO[str], endpoints: Endpoints) -> None:
 
 def run(options: DemoOptions, out: IO[str] | None = None) -> int:
     stream = out or sys.stdout
-    missing = missing_parts()
+    missing = missing_parts(options.knative_dir)
     if missing:
         stream.write(
             f"demo: these parts of the project are missing: {', '.join(missing)}. "
@@ -544,7 +284,7 @@ def _run_in(stack: Stack, demo: Demo, photos: list[Photo], outcome: RunOutcome) 
             outcome.set(True, EXIT_OK, f"all {len(photos)} objects classified")
         else:
             outcome.message = "; ".join(problems) or "not every object was classified"
-            _print_log_tails(stream, stack)
+            _print_log_tails(stream, stack, demo.roles)
     else:
         outcome.set(True, EXIT_OK, "stack started")
     stream.write(("demo: " if outcome.ok else "demo FAILED: ") + outcome.message + "\n")
@@ -559,9 +299,11 @@ def _run_in(stack: Stack, demo: Demo, photos: list[Photo], outcome: RunOutcome) 
             time.sleep(0.2)
 
 
-def _print_log_tails(out: IO[str], stack: Stack) -> None:
+def _print_log_tails(out: IO[str], stack: Stack, roles: dict[str, str]) -> None:
+    """The logs that explain a missing result: the way in, the channel, the classifiers."""
+    classifiers = [name for name, role in roles.items() if role == CLASSIFIER]
     for process in stack.processes:
-        if process.name in ("source", "dispatcher", "resnet", "vision", "modelserver"):
+        if process.name in ("source", "dispatcher", *classifiers, "modelserver"):
             out.write(f"--- {process.name} (last lines of its log)\n{process.log_tail(8)}\n")
 
 

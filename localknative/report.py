@@ -1,17 +1,22 @@
 """What the demo prints: one line per thing that happened, a progress bar, a summary table.
 
 `Tracker` folds the three recordings (the dispatcher's outcomes, the Broker's results, the
-dead-letter sink) into one row per uploaded object; `Reporter` turns new facts into lines in the
-style of the seed's slides, e.g.
+dead-letter sink) into one row per uploaded object, keyed by the object key as uploaded (the
+dispatcher records the event's subject decoded, the results carry the key in their data);
+`Reporter` turns new facts into lines in the style of the seed's slides, e.g.
 
-    receiver  Object: "chelsea.jpg" Bucket: "photos"
-    resnet    chelsea.jpg  classes: [285] Egyptian cat 0.69
-    vision    coffee.jpg   label: espresso, Score: 0.873011
+    channel   chelsea.jpg    delivered to receiver
+    resnet    chelsea.jpg    classes: [285] Egyptian cat 0.69
+    vision    coffee.jpg     label: espresso, Score: 0.873011
+
+Which Subscriptions only take note (the receiver's: no `reply`) and which route to classifiers
+comes from the manifests (`localknative.workloads.audit_subscriptions`), not from names here.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -24,7 +29,7 @@ class ObjectRow:
 
     key: str
     uploaded_at: float
-    receiver_seen: bool = False
+    receiver_seen: bool = False  # an audit Subscription (the receiver's) delivered it
     routed_to: str | None = None  # the split's choice, e.g. "resnet"
     function: str | None = None  # who answered with a result
     model: str | None = None
@@ -71,8 +76,10 @@ def _short_target(name: str) -> str:
 class Tracker:
     """Folds recordings into rows; each `absorb_*` returns the lines worth printing."""
 
-    def __init__(self, bucket: str) -> None:
+    def __init__(self, bucket: str, audit_subscriptions: Collection[str] = ()) -> None:
         self.bucket = bucket
+        # Subscriptions without a reply: their delivery is a fact to print, not a routing.
+        self.audit_subscriptions = frozenset(audit_subscriptions)
         self.rows: dict[str, ObjectRow] = {}
         self._seen: set[tuple[str, int]] = set()
 
@@ -90,10 +97,11 @@ class Tracker:
         if row is None:
             return []
         target = _short_target(str(entry["target"]))
-        if entry["subscription"] == "receiver":
+        if entry["subscription"] in self.audit_subscriptions:
             if entry["outcome"] == "delivered" and not row.receiver_seen:
                 row.receiver_seen = True
-                return [f'{"receiver":<9} Object: "{row.key}" Bucket: "{self.bucket}"']
+                # What the dispatcher recorded: the channel's delivery, not the receiver's log.
+                return [f"{'channel':<9} {row.key:<14} delivered to {target}"]
             return []
         row.routed_to = target
         if entry["outcome"] != "delivered":
@@ -141,7 +149,8 @@ def result_line(row: ObjectRow) -> str:
     function = row.function or "?"
     if top is None:
         return f"{function:<9} {row.key}: no labels"
-    if function == "vision":
+    if top.get("class_id") is None:
+        # A labelling API (Vision) has names, no class index: the seed's vision printed this.
         text = f"label: {top['name']}, Score: {float(top['score']):.6f}"
     else:
         # The seed's resnet printed `classes: [285] Egyptian cat 0.71`.

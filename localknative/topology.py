@@ -300,8 +300,9 @@ def parse_documents(documents: Iterable[tuple[str, Any]]) -> Topology:
     )
 
 
-def load_topology(directory: Path) -> Topology:
-    """Parse every *.yaml / *.yml file in `directory` (multi-document files welcome)."""
+def read_documents(directory: Path) -> list[tuple[str, Any]]:
+    """(where, document) for every *.yaml / *.yml file in `directory` (multi-document files
+    welcome); `where` is "file#index", for error messages."""
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:
         raise TopologyError(f"no *.yaml files in {directory}")
@@ -312,4 +313,9 @@ def load_topology(directory: Path) -> Topology:
                 documents.append((f"{path.name}#{index}", document))
         except yaml.YAMLError as exc:
             raise TopologyError(f"{path}: not valid YAML: {exc}") from None
-    return parse_documents(documents)
+    return documents
+
+
+def load_topology(directory: Path) -> Topology:
+    """The routing the manifests in `directory` describe."""
+    return parse_documents(read_documents(directory))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import uvicorn
 
+from common.env import ConfigError
 from modelserver.config import (
-    ConfigError,
     ServerConfig,
     default_cache_dir,
     env_table_markdown,
@@ -30,7 +30,7 @@ from modelserver.convert import ARCHITECTURES, ensure_onnx
 from modelserver.grpc_api import start_grpc_server
 from modelserver.registry import ModelRegistry
 from modelserver.rest_api import create_app
-from modelserver.vision_api import VisionSettings
+from modelserver.vision_api import VisionStandinSettings
 
 log = logging.getLogger("modelserver")
 GRPC_GRACE_SECONDS = 5.0
@@ -85,7 +85,9 @@ def serve(config: ServerConfig) -> int:
         signal.signal(sig, request_stop)
     try:
         if config.rest_port:
-            app = create_app(registry, VisionSettings(config.vision_model, config.vision_api_key))
+            app = create_app(
+                registry, VisionStandinSettings(config.vision_model, config.vision_api_key)
+            )
             rest_server = _RestServer(
                 uvicorn.Config(
                     app,

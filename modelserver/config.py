@@ -11,11 +11,12 @@ import argparse
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from common.env import ConfigError, Env
+from modelserver import settings
 from modelserver.registry import KINDS, ModelSpec
-from modelserver.settings import FLAGS
 
 DEFAULT_MODELS = (
     ModelSpec("mobilenet_v2", "mobilenet_v2"),
@@ -23,8 +24,8 @@ DEFAULT_MODELS = (
 )
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    base = Env(environ).string(settings.XDG_CACHE_HOME) or str(Path.home() / ".cache")
     return Path(base) / "rgw-knative-inference" / "models"
 
 
@@ -35,37 +36,25 @@ def _default_threads() -> int:
 # name -> (flag it defaults, meaning), for `--print-env-table`; declared in modelserver.settings.
 ENV_VARS: dict[str, tuple[str, str]] = {
     "PORT": ("--port", "gRPC port; Knative sets it to the container port (declare it `h2c`)"),
-    **FLAGS,
+    **settings.FLAGS,
     "VISION_API_KEY_FILE": ("--vision_api_key", "file holding that key (for mounted secrets)"),
 }
 
 
-class ConfigError(ValueError):
-    """Settings that cannot work together; the message names the flag or variable."""
-
-
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    grpc_port: int = 8500
-    rest_port: int = 8501
-    models: tuple[ModelSpec, ...] = DEFAULT_MODELS
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    intra_op_threads: int = field(default_factory=_default_threads)
-    grpc_max_workers: int = 8
-    vision_api_key: str | None = None
-    vision_model: str = "efficientnet_lite0"
-    log_level: str = "INFO"
+    """What `parse_config` made of flags and variables (the defaults are modelserver.settings')."""
 
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    host: str
+    grpc_port: int
+    rest_port: int
+    models: tuple[ModelSpec, ...]
+    cache_dir: Path
+    intra_op_threads: int
+    grpc_max_workers: int
+    vision_api_key: str | None
+    vision_model: str
+    log_level: str
 
 
 def _port(value: int, what: str) -> int:
@@ -74,21 +63,29 @@ def _port(value: int, what: str) -> int:
     return value
 
 
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    grpc_default = _env_int(env, "PORT", _env_int(env, "MODELSERVER_GRPC_PORT", 8500))
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The flags, each defaulting to its variable (read now, so a malformed one fails here)."""
+    env = Env(environ)
+    grpc_port = env.optional_integer(settings.KNATIVE_PORT)
+    threads = env.optional_integer(settings.INTRA_OP_THREADS)
     parser = argparse.ArgumentParser(
         prog="python -m modelserver",
         description="TensorFlow Serving-compatible model server (gRPC + REST) on onnxruntime. "
         "Subcommand: `python -m modelserver convert` builds the ONNX cache ahead of time.",
     )
-    parser.add_argument("--port", type=int, default=grpc_default, help="gRPC port (8500)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=env.integer(settings.GRPC_PORT) if grpc_port is None else grpc_port,
+        help=f"gRPC port ({settings.GRPC_PORT.default})",
+    )
     parser.add_argument(
         "--rest_api_port",
         type=int,
-        default=_env_int(env, "MODELSERVER_REST_PORT", 8501),
-        help="REST port (8501); 0 disables the REST API",
+        default=env.integer(settings.REST_PORT),
+        help=f"REST port ({settings.REST_PORT.default}); 0 disables the REST API",
     )
-    parser.add_argument("--host", default=env.get("MODELSERVER_HOST", "127.0.0.1"))
+    parser.add_argument("--host", default=env.required_str(settings.HOST))
     parser.add_argument("--model_name", help="serve one model under this name")
     parser.add_argument(
         "--model_kind", choices=KINDS, help="kind of --model_name (default: the name)"
@@ -98,45 +95,33 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--model_config_file",
         type=Path,
-        default=env.get("MODELSERVER_MODEL_CONFIG_FILE") or None,
+        default=env.string(settings.MODEL_CONFIG_FILE),
         help='JSON: {"model_config_list": {"config": [{"name", "model_kind", '
         '"base_path"?, "version"?}, ...]}}',
     )
     parser.add_argument(
         "--model_cache_dir",
         type=Path,
-        default=env.get("MODELSERVER_MODEL_CACHE_DIR") or default_cache_dir(),
+        default=env.string(settings.MODEL_CACHE_DIR) or default_cache_dir(environ),
     )
     parser.add_argument(
-        "--intra_op_threads",
-        type=int,
-        default=_env_int(env, "MODELSERVER_INTRA_OP_THREADS", _default_threads()),
+        "--intra_op_threads", type=int, default=_default_threads() if threads is None else threads
     )
-    parser.add_argument(
-        "--grpc_max_workers", type=int, default=_env_int(env, "MODELSERVER_GRPC_WORKERS", 8)
-    )
+    parser.add_argument("--grpc_max_workers", type=int, default=env.integer(settings.GRPC_WORKERS))
     parser.add_argument(
         "--vision_api_key", default=None, help="require this key on images:annotate"
     )
-    parser.add_argument(
-        "--vision_model", default=env.get("MODELSERVER_VISION_MODEL", "efficientnet_lite0")
-    )
-    parser.add_argument("--log_level", default=env.get("MODELSERVER_LOG_LEVEL", "INFO"))
+    parser.add_argument("--vision_model", default=env.required_str(settings.VISION_MODEL))
+    parser.add_argument("--log_level", default=env.required_str(settings.LOG_LEVEL))
     return parser
 
 
-def _vision_key(flag: str | None, env: Mapping[str, str]) -> str | None:
+def _vision_key(flag: str | None, environ: Mapping[str, str]) -> str | None:
     if flag:
         return flag
-    if env.get("VISION_API_KEY"):
-        return env["VISION_API_KEY"]
-    key_file = env.get("VISION_API_KEY_FILE")
-    if key_file:
-        try:
-            return Path(key_file).read_text().strip() or None
-        except OSError as exc:
-            raise ConfigError(f"VISION_API_KEY_FILE={key_file}: {exc}") from exc
-    return None
+    # VISION_API_KEY, else the file VISION_API_KEY_FILE names (the engine reads both).
+    key = Env(environ).secret(settings.VISION_API_KEY)
+    return (key.reveal() or None) if key is not None else None
 
 
 def read_model_config_file(path: Path) -> tuple[ModelSpec, ...]:
@@ -170,6 +155,7 @@ def read_model_config_file(path: Path) -> tuple[ModelSpec, ...]:
 
 
 def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> ServerConfig:
+    """Flags > environment variables > defaults; ConfigError names what is wrong."""
     env = os.environ if env is None else env
     args = build_parser(env).parse_args(list(argv))
     if args.model_config_file and args.model_name:

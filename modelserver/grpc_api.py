@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from common.tensors import TensorConversionError, from_numpy, to_numpy
 from modelserver.metadata import SIGNATURE_DEF_FIELD, signature_def_map
 from modelserver.registry import (
     DEFAULT_SIGNATURE,
@@ -31,7 +32,6 @@ from modelserver.registry import (
     ModelRegistry,
     ServedModel,
 )
-from modelserver.tensors import TensorConversionError, from_numpy, to_numpy
 
 log = logging.getLogger("modelserver.grpc")
 

@@ -25,17 +25,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from tensorflow.core.framework import types_pb2
 
+from common.errors import NotAnImage, TooLarge
+from common.images import preprocess, preprocess_array
+from common.tensors import TensorConversionError, TensorSpec, dtype_enum, dtype_name, numpy_dtype
 from modelserver import graphs
 from modelserver.convert import ARCHITECTURES, Architecture, ensure_onnx
-from modelserver.imaging import ImageDecodeError, pixels_from_bytes
 
 log = logging.getLogger("modelserver.registry")
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 MAX_BATCH = 64
-STRING = np.dtype(object)  # how DT_STRING tensors travel inside the server: arrays of bytes
 KINDS = ("mobilenet_v2", "efficientnet_lite0", "image_bytes")
 
 
@@ -47,21 +49,29 @@ class InvalidInputError(ValueError):
     """Request does not fit the signature (INVALID_ARGUMENT / HTTP 400)."""
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One signature input or output. shape uses -1 for the batch dimension."""
+# Refuse decompression bombs before Pillow allocates them (the functions' MAX_IMAGE_PIXELS).
+MAX_IMAGE_PIXELS = 40_000_000
 
-    name: str
-    dtype: np.dtype[Any]
-    shape: tuple[int, ...]
-    accepted_dtypes: tuple[np.dtype[Any], ...] = ()
 
-    def describe(self) -> str:
-        dtypes = "/".join(str(d) if d != STRING else "string" for d in self.accepts())
-        return f"{self.name} ({dtypes} {list(self.shape)})"
+def pixels_from_bytes(data: bytes, upright: bool = False) -> npt.NDArray[np.uint8]:
+    """Encoded image bytes -> the served models' input: 224x224x3 uint8 RGB, cropped as
+    torchvision evaluates ImageNet (`common.images`). Raises NotAnImage or TooLarge.
 
-    def accepts(self) -> tuple[np.dtype[Any], ...]:
-        return self.accepted_dtypes or (self.dtype,)
+    `upright` applies the EXIF orientation, as a photo viewer and Google's Vision API do; TF's
+    decode_jpeg, which the `image_bytes` models emulate, does not.
+    """
+    size = graphs.IMAGE_SIZE
+    pixels: npt.NDArray[np.uint8] = preprocess(
+        data, size, size, "uint8", MAX_IMAGE_PIXELS, upright
+    )[0]
+    return pixels
+
+
+def pixels_from_array(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """An in-memory HWC uint8 RGB photo (e.g. from scikit-image) preprocessed the same way."""
+    size = graphs.IMAGE_SIZE
+    pixels: npt.NDArray[np.uint8] = preprocess_array(rgb, size, size, "uint8")[0]
+    return pixels
 
 
 @dataclass(frozen=True)
@@ -78,22 +88,22 @@ IMAGES_SIGNATURE = Signature(
     inputs=(
         TensorSpec(
             graphs.INPUT_NAME,
-            np.dtype(np.float32),
+            types_pb2.DT_FLOAT,
             (-1, graphs.IMAGE_SIZE, graphs.IMAGE_SIZE, 3),
-            (np.dtype(np.float32), np.dtype(np.uint8)),
+            (types_pb2.DT_FLOAT, types_pb2.DT_UINT8),
         ),
     ),
     outputs=(
-        TensorSpec(graphs.PROBABILITIES, np.dtype(np.float32), (-1, 1000)),
-        TensorSpec(graphs.CLASSES, np.dtype(np.int64), (-1,)),
+        TensorSpec(graphs.PROBABILITIES, types_pb2.DT_FLOAT, (-1, 1000)),
+        TensorSpec(graphs.CLASSES, types_pb2.DT_INT64, (-1,)),
     ),
 )
 IMAGE_BYTES_INPUT = "image_bytes"
 IMAGE_BYTES_SIGNATURE = Signature(
-    inputs=(TensorSpec(IMAGE_BYTES_INPUT, STRING, (-1,)),),
+    inputs=(TensorSpec(IMAGE_BYTES_INPUT, types_pb2.DT_STRING, (-1,)),),
     outputs=(
-        TensorSpec(graphs.PROBABILITIES, np.dtype(np.float32), (-1, 1001)),
-        TensorSpec(graphs.CLASSES, np.dtype(np.int64), (-1,)),
+        TensorSpec(graphs.PROBABILITIES, types_pb2.DT_FLOAT, (-1, 1001)),
+        TensorSpec(graphs.CLASSES, types_pb2.DT_INT64, (-1,)),
     ),
 )
 
@@ -190,8 +200,8 @@ class ServedModel:
         for index, item in enumerate(encoded.reshape(-1)):
             try:
                 batch.append(pixels_from_bytes(bytes(item)))
-            except ImageDecodeError as exc:
-                raise InvalidInputError(f"{IMAGE_BYTES_INPUT}[{index}]: {exc}") from exc
+            except (NotAnImage, TooLarge) as exc:
+                raise InvalidInputError(f"{IMAGE_BYTES_INPUT}[{index}]: {exc.message}") from exc
         result = self._run(np.stack(batch))
         # 1001-class layout of TF's ResNet SavedModels: index 0 is "background", class i is i + 1.
         probabilities = result[graphs.PROBABILITIES]
@@ -209,7 +219,7 @@ def validate_inputs(
     expected = {spec.name for spec in signature.inputs}
     given = set(inputs)
     if given != expected:
-        wanted = ", ".join(spec.describe() for spec in signature.inputs)
+        wanted = ", ".join(_describe(spec) for spec in signature.inputs)
         missing = sorted(expected - given)
         extra = sorted(given - expected)
         problems = []
@@ -224,17 +234,18 @@ def validate_inputs(
     checked: dict[str, npt.NDArray[Any]] = {}
     for spec in signature.inputs:
         array = inputs[spec.name]
-        if array.dtype not in spec.accepts():
+        if array.dtype not in [numpy_dtype(d) for d in spec.accepts()]:
             raise InvalidInputError(
                 f"input '{spec.name}' has dtype {_dtype_name(array.dtype)}, expected "
-                f"{' or '.join(_dtype_name(d) for d in spec.accepts())}"
+                f"{' or '.join(dtype_name(d) for d in spec.accepts())}"
             )
-        shape_ok = array.ndim == len(spec.shape) and all(
-            want == -1 or want == got for want, got in zip(spec.shape, array.shape, strict=True)
+        shape = spec.shape or ()
+        shape_ok = array.ndim == len(shape) and all(
+            want == -1 or want == got for want, got in zip(shape, array.shape, strict=True)
         )
         if not shape_ok:
             raise InvalidInputError(
-                f"input '{spec.name}' has shape {list(array.shape)}, expected {list(spec.shape)} "
+                f"input '{spec.name}' has shape {list(array.shape)}, expected {list(shape)} "
                 "(-1 = any batch size)"
             )
         if array.shape[0] < 1 or array.shape[0] > MAX_BATCH:
@@ -245,16 +256,17 @@ def validate_inputs(
     return checked
 
 
-_DTYPE_NAMES = {
-    np.dtype(np.float32): "DT_FLOAT",
-    np.dtype(np.uint8): "DT_UINT8",
-    np.dtype(np.int64): "DT_INT64",
-    STRING: "DT_STRING",
-}
-
-
 def _dtype_name(dtype: np.dtype[Any]) -> str:
-    return _DTYPE_NAMES.get(dtype, str(dtype))
+    try:
+        return dtype_name(dtype_enum(dtype))
+    except TensorConversionError:
+        return str(dtype)
+
+
+def _describe(spec: TensorSpec) -> str:
+    """`images (float32/uint8 [-1, 224, 224, 3])`, for messages about a request."""
+    names = ["string" if d == types_pb2.DT_STRING else str(numpy_dtype(d)) for d in spec.accepts()]
+    return f"{spec.name} ({'/'.join(names)} {list(spec.shape or ())})"
 
 
 class ModelRegistry:

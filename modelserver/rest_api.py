@@ -20,19 +20,19 @@ import numpy.typing as npt
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from tensorflow.core.framework import types_pb2
 
+from common.tensors import TensorSpec, numpy_dtype
 from modelserver.metadata import signature_def_json
 from modelserver.registry import (
     DEFAULT_SIGNATURE,
-    STRING,
     InvalidInputError,
     ModelNotFoundError,
     ModelRegistry,
     ServedModel,
     Signature,
-    TensorSpec,
 )
-from modelserver.vision_api import VisionSettings, add_vision_routes
+from modelserver.vision_api import VisionStandinSettings, add_vision_routes
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -68,13 +68,14 @@ def _metadata_body(model: ServedModel) -> dict[str, Any]:
 
 def _decode_value(spec: TensorSpec, value: Any) -> npt.NDArray[Any]:
     """One JSON value (an instance, or a whole column) as an array of the input's dtype."""
-    if spec.dtype == STRING:
+    if spec.dtype == types_pb2.DT_STRING:
         return _decode_strings(value)
+    dtype = numpy_dtype(spec.dtype)
     try:
-        array = np.asarray(value, dtype=spec.dtype)
+        array = np.asarray(value, dtype=dtype)
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(
-            f"input '{spec.name}': cannot read JSON value as {spec.dtype} array "
+            f"input '{spec.name}': cannot read JSON value as {dtype} array "
             f"(ragged lists or non-numbers?): {exc}"
         ) from exc
     return array
@@ -172,7 +173,7 @@ def predict_json(model: ServedModel, body: Any) -> dict[str, Any]:
     return {"outputs": as_lists}
 
 
-def create_app(registry: ModelRegistry, vision: VisionSettings | None = None) -> FastAPI:
+def create_app(registry: ModelRegistry, vision: VisionStandinSettings | None = None) -> FastAPI:
     app = FastAPI(title="modelserver (TF Serving REST API)", docs_url=None, redoc_url=None)
 
     @app.exception_handler(ModelNotFoundError)

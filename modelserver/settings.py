@@ -1,14 +1,21 @@
 """The model server's environment variables, declared in the project's one registry.
 
 Each one is the default of a TF Serving-style flag (flag > variable > built-in default);
-`modelserver.config` reads them, `python -m common.config` documents them with all the others.
+`modelserver.config` reads them with the project's engine (`common.env`), `rgw-inference config`
+documents them with all the others.
 """
 
 from __future__ import annotations
 
-from common.config import EnvVar, env_var
+from common.env import EnvVar, env_var
 
 GROUP = "Model server (modelserver); `PORT`, when set, is its gRPC port"
+
+# Knative's container port. The function runtime declares (and documents) PORT with its own
+# default, 8080; here it only counts when set, so it is read without joining the registry.
+KNATIVE_PORT = EnvVar("PORT", "gRPC port when set (Knative's container port).", GROUP)
+# The XDG base directory the default model cache lives under (not the project's to document).
+XDG_CACHE_HOME = EnvVar("XDG_CACHE_HOME", "Base of per-user caches (default ~/.cache).", GROUP)
 
 # variable -> (the flag whose default it sets, what it means)
 FLAGS: dict[str, tuple[str, str]] = {}

@@ -27,10 +27,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from common.errors import NotAnImage, TooLarge
+from common.labels import imagenet_names, imagenet_wnids
 from modelserver import graphs
-from modelserver.imaging import ImageDecodeError, pixels_from_bytes
-from modelserver.labels import imagenet_names, imagenet_wnids
-from modelserver.registry import ModelNotFoundError, ModelRegistry
+from modelserver.registry import ModelNotFoundError, ModelRegistry, pixels_from_bytes
 
 MAX_REQUESTS_PER_CALL = 16
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -40,7 +40,9 @@ BAD_KEY_MESSAGE = "API key not valid. Please pass a valid API key."
 
 
 @dataclass(frozen=True)
-class VisionSettings:
+class VisionStandinSettings:
+    """The stand-in's own settings (flags of `python -m modelserver`), not the Vision client's."""
+
     model_name: str = "efficientnet_lite0"
     api_key: str | None = None
 
@@ -107,12 +109,12 @@ def _parse_slot(index: int, entry: Any) -> _Slot:
         ) from None
     try:
         pixels = pixels_from_bytes(data, upright=True)
-    except ImageDecodeError:
+    except (NotAnImage, TooLarge):
         return _Slot(_image_error("Bad image data."))
     return _Slot(pixels=pixels, max_results=min(max_results, 1000))
 
 
-def annotate(registry: ModelRegistry, settings: VisionSettings, body: Any) -> dict[str, Any]:
+def annotate(registry: ModelRegistry, settings: VisionStandinSettings, body: Any) -> dict[str, Any]:
     """The `images:annotate` response for a parsed request body (raises BadRequest)."""
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
         raise BadRequest('Invalid JSON payload: expected {"requests": [...]}')
@@ -167,7 +169,9 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def add_vision_routes(app: FastAPI, registry: ModelRegistry, settings: VisionSettings) -> None:
+def add_vision_routes(
+    app: FastAPI, registry: ModelRegistry, settings: VisionStandinSettings
+) -> None:
     @app.post("/v1/images:annotate")
     async def images_annotate(request: Request) -> JSONResponse:
         if not _key_ok(request, settings.api_key):

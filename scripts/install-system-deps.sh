@@ -3,11 +3,13 @@
 # As root it runs apt-get; as another user it prints the exact command to run and fails.
 #   install-system-deps.sh          Ceph RGW and RabbitMQ (tests, demo), wrk (benchmarks)
 #   install-system-deps.sh images   podman and friends, to build and run the container images
+#   install-system-deps.sh ceph18   debootstrap, to build the Debian 13 root with Ceph 18 (make test-ceph18)
 set -euo pipefail
 case ${1:-} in
   "") PACKAGES=(ceph-mon ceph-osd radosgw ceph-common uuid-runtime rabbitmq-server curl wrk) ;;
   images) PACKAGES=(podman buildah runc iptables debootstrap) ;;
-  *) echo "usage: $0 [images]" >&2; exit 2 ;;
+  ceph18) PACKAGES=(debootstrap debian-archive-keyring) ;;
+  *) echo "usage: $0 [images | ceph18]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${PACKAGES[@]}"; do

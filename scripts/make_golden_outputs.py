@@ -34,7 +34,7 @@ import skimage.data
 import torch
 from torch import nn
 
-from modelserver.imaging import pixels_from_array
+from modelserver.registry import pixels_from_array
 
 PHOTOS = ["chelsea", "coffee", "astronaut", "rocket"]
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden"
@@ -201,7 +201,7 @@ def golden_for(name: str, weights: Path) -> dict[str, Any]:
             f"Golden top-5 softmax outputs of {name}, made by scripts/make_golden_outputs.py: "
             f"a plain PyTorch {torch.__version__} re-implementation of the architecture loading "
             f"{weights.name} with torch.load, fed scikit-image {skimage.__version__} sample photos "
-            "preprocessed by modelserver.imaging.pixels_from_array (short side 256, centre crop "
+            "preprocessed by modelserver.registry.pixels_from_array (short side 256, centre crop "
             "224, RGB 0..255), normalized (x - mean) / std on 0..255 values."
         ),
         "model": name,

@@ -1,4 +1,4 @@
-"""Rewrite the configuration table in README.md from common.config's registry (`make docs`)."""
+"""Rewrite the configuration table in README.md: `rgw-inference config`'s table (`make docs`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.config import describe_markdown, load_all_settings_modules
+from cli.config_table import config_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
@@ -16,7 +16,7 @@ START, END = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
 
 def main() -> int:
     text = README.read_text()
-    table = describe_markdown(load_all_settings_modules())
+    table = config_table()
     updated, count = re.subn(
         re.escape(START) + r".*?" + re.escape(END), lambda _: START + table + END, text, flags=re.S
     )

@@ -5,10 +5,16 @@
 #   (default)  SIGTERM radosgw, then the OSD, then the monitor, each waited for (SIGKILL after
 #              20 s). memstore saves its objects, so rgw-up.sh DATA_DIR brings them back.
 #   --purge    SIGKILL all three and delete DATA_DIR (fast; the data is gone).
+# Works the same for a cluster whose daemons run from a Ceph root (RGW_CEPH_ROOT of rgw-up.sh).
 set -uo pipefail
 
 die() { echo "rgw-down: $*" >&2; exit 1; }
-[[ $# -ge 1 && $# -le 2 ]] || die "usage: rgw-down.sh DATA_DIR [--purge]"
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"
+  exit 0
+fi
+[[ $# -ge 1 && $# -le 2 ]] || die "usage: rgw-down.sh DATA_DIR [--purge]  (rgw-down.sh --help explains)"
+[[ $1 != -* ]] || die "unknown option '$1' (rgw-down.sh --help explains)"
 DATA_DIR=$1
 PURGE=false
 if [[ $# -eq 2 ]]; then
@@ -19,13 +25,29 @@ RUN=$DATA_DIR/run
 DAEMONS=(client.rgw.gw osd.0 mon.a)   # stop order: clients before the store they write to
 
 # Alive means: not a zombie (an init that does not reap leaves those; they hold no resources and
-# signals do nothing to them) and still a ceph binary (the pid may have been reused).
+# signals do nothing to them) and still running a ceph daemon's executable (the pid may have
+# been reused). The executable, not /proc/PID/comm, which Reef's radosgw renames (notif-worker0).
 pid_alive() {
-  local state comm
+  local state exe
   state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
   [[ -n $state && $state != Z ]] || return 1
-  comm=$(<"/proc/$1/comm") || return 1
-  [[ $comm == ceph-mon || $comm == ceph-osd || $comm == radosgw ]]
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
+  exe=${exe##*/}
+  [[ $exe == ceph-mon || $exe == ceph-osd || $exe == radosgw ]]
+}
+
+# rgw-up.sh made an empty mount point for DATA_DIR inside the Ceph root it ran from; remove it
+# and the parents it made (empty ones only, never a top-level directory of the root).
+remove_mount_point() {
+  local root dir
+  root=$(sed -n 's/^CEPH_ROOT=//p' "$DATA_DIR/ceph-release" 2>/dev/null)
+  [[ -n $root && -d $root ]] || return 0
+  dir=$root$(cd "$DATA_DIR" && pwd)
+  while [[ $(dirname "$dir") != "$root" && $dir != "$root" ]]; do
+    rmdir "$dir" 2>/dev/null || break
+    dir=$(dirname "$dir")
+  done
 }
 
 wait_gone() {  # wait_gone PID SECONDS
@@ -50,11 +72,13 @@ if $PURGE; then
       kill -KILL "$pid" 2>/dev/null && killed+=("$pid")
     fi
   done
+  status=0
   for pid in "${killed[@]}"; do
-    wait_gone "$pid" 5 || echo "rgw-down: pid $pid still there after SIGKILL" >&2
+    wait_gone "$pid" 5 || { echo "rgw-down: pid $pid still there after SIGKILL" >&2; status=1; }
   done
+  [[ -d $DATA_DIR ]] && remove_mount_point
   rm -rf "$DATA_DIR"
-  exit 0
+  exit $status
 fi
 
 [[ -d $RUN ]] || exit 0

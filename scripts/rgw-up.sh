@@ -3,6 +3,7 @@
 # radosgw, all on 127.0.0.1, no systemd, state kept in DATA_DIR.
 #
 # usage:  eval "$(scripts/rgw-up.sh DATA_DIR [PORT])"       PORT defaults to 7480
+#         scripts/rgw-up.sh --help
 #
 # Prints lines to eval: RGW_ENDPOINT, AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID,
 # AWS_SECRET_ACCESS_KEY, AWS_REGION and CEPH_CONF. Progress goes to stderr.
@@ -12,30 +13,41 @@
 #   RGW_USER            uid of the S3 user (default "tester")
 #   RGW_ACCESS_KEY      its access key  (default: a fixed key for local use only)
 #   RGW_SECRET_KEY      its secret key  (default: a fixed key for local use only)
-#   RGW_FRONTEND        civetweb (default) or beast
+#   RGW_FRONTEND        civetweb or beast (default: civetweb on Ceph 16, beast from 17 on)
 #   RGW_EXTRA_CONF      extra lines for the radosgw section of ceph.conf
 #   RGW_START_TIMEOUT   seconds to wait for S3 to answer (default 60)
+#   RGW_CEPH_ROOT       a Debian root holding another Ceph (scripts/ceph18-root.sh makes one with
+#                       Debian 13's Ceph 18): the daemons and Ceph tools run chrooted in it, each
+#                       in a private mount namespace with DATA_DIR bind-mounted at the same path,
+#                       so paths, admin sockets and loopback ports look the same from the host.
+#                       Needs root. Default: the host's Ceph.
 #
-# Why civetweb: radosgw 16.2 with the beast frontend aborts (boost continuation assert) on a
-# DeleteObjects request to a bucket whose notifications match s3:ObjectRemoved:*. civetweb
-# serves requests without coroutines and does not crash.
+# Why civetweb on 16.2: radosgw 16.2 with the beast frontend aborts (boost continuation assert)
+# on a DeleteObjects request to a bucket whose notifications match s3:ObjectRemoved:*. civetweb
+# serves requests without coroutines and does not crash. Reef (18) has no civetweb any more, and
+# its beast does not have that crash.
 #
 # Running it again on a live DATA_DIR only prints the settings; on a stopped DATA_DIR (see
 # rgw-down.sh) it restarts the daemons, and memstore brings back the saved objects. A DATA_DIR
-# keeps the port it was created with.
+# keeps the port and the Ceph (host or root) it was created with. If a start fails, the daemons
+# this run started are stopped again.
 set -euo pipefail
 
 die() { echo "rgw-up: $*" >&2; exit 1; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
-[[ $# -ge 1 && $# -le 2 ]] || die "usage: rgw-up.sh DATA_DIR [PORT]"
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then usage; exit 0; fi
+[[ $# -ge 1 && $# -le 2 ]] || die "usage: rgw-up.sh DATA_DIR [PORT]  (rgw-up.sh --help explains)"
+[[ $1 != -* ]] || die "unknown option '$1' (rgw-up.sh --help explains)"
 DATA_DIR=$1
 PORT=${2:-7480}
 MEMSTORE_BYTES=${RGW_MEMSTORE_BYTES:-2147483648}
 S3_USER=${RGW_USER:-tester}
 ACCESS_KEY=${RGW_ACCESS_KEY:-LOCALRGWACCESSKEY001}
 SECRET_KEY=${RGW_SECRET_KEY:-local-rgw-secret-key-for-tests-only-0001}
-FRONTEND_KIND=${RGW_FRONTEND:-civetweb}
+FRONTEND_KIND=${RGW_FRONTEND:-}
 START_TIMEOUT=${RGW_START_TIMEOUT:-60}
+CEPH_ROOT=${RGW_CEPH_ROOT:-}
 
 [[ $PORT =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$PORT'"
 [[ $MEMSTORE_BYTES =~ ^[0-9]+$ ]] || die "RGW_MEMSTORE_BYTES must be a number of bytes"
@@ -43,14 +55,35 @@ START_TIMEOUT=${RGW_START_TIMEOUT:-60}
 [[ $ACCESS_KEY =~ ^[A-Za-z0-9]+$ ]] || die "RGW_ACCESS_KEY may hold only letters and digits"
 [[ $SECRET_KEY =~ ^[A-Za-z0-9/+=._-]+$ ]] || die "RGW_SECRET_KEY has characters unsafe for eval"
 
+mkdir -p "$DATA_DIR"
+DATA_DIR=$(cd "$DATA_DIR" && pwd)
+CONF=$DATA_DIR/ceph.conf
+RUN=$DATA_DIR/run
+LOGS=$DATA_DIR/log
+# Which Ceph made this DATA_DIR (CEPH_VERSION=, CEPH_ROOT=); a restart keeps using that one.
+RELEASE_FILE=$DATA_DIR/ceph-release
+recorded() { [[ -f $RELEASE_FILE ]] && sed -n "s/^$1=//p" "$RELEASE_FILE"; }
+if [[ -z $CEPH_ROOT ]]; then
+  CEPH_ROOT=$(recorded CEPH_ROOT) || true
+  [[ -z $CEPH_ROOT ]] || echo "rgw-up: $DATA_DIR was made with the Ceph in $CEPH_ROOT" >&2
+fi
+[[ -z $CEPH_ROOT ]] || CEPH_ROOT=$(cd "$CEPH_ROOT" 2>/dev/null && pwd) \
+  || die "RGW_CEPH_ROOT=${RGW_CEPH_ROOT:-$(recorded CEPH_ROOT)} does not exist; make it with scripts/ceph18-root.sh"
+DPKG_ADMIN=()
+[[ -z $CEPH_ROOT ]] || DPKG_ADMIN=(--admindir="$CEPH_ROOT/var/lib/dpkg")
+
 # --- Debian packages -------------------------------------------------------------------------
-PACKAGES=(ceph-mon ceph-osd radosgw ceph-common uuid-runtime)
+PACKAGES=(ceph-mon ceph-osd radosgw ceph-common)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-    || missing+=("$pkg")
+  dpkg-query "${DPKG_ADMIN[@]}" -W -f='${Status}' "$pkg" 2>/dev/null \
+    | grep -q "install ok installed" || missing+=("$pkg")
 done
-if [[ ${#missing[@]} -gt 0 ]]; then
+if [[ -n $CEPH_ROOT ]]; then
+  [[ ${#missing[@]} -eq 0 && -x $CEPH_ROOT/usr/bin/radosgw ]] \
+    || die "$CEPH_ROOT is not a root with Ceph (missing: ${missing[*]:-radosgw}); make one with scripts/ceph18-root.sh"
+  [[ $(id -u) -eq 0 ]] || die "running Ceph from RGW_CEPH_ROOT needs root (chroot, mount namespace)"
+elif [[ ${#missing[@]} -gt 0 ]]; then
   if [[ $(id -u) -ne 0 ]]; then
     die "missing Debian packages: ${missing[*]}
 install them with: sudo apt-get update && sudo apt-get install --no-install-recommends -y ${missing[*]}"
@@ -60,27 +93,78 @@ install them with: sudo apt-get update && sudo apt-get install --no-install-reco
   DEBIAN_FRONTEND=noninteractive apt-get install --no-install-recommends -y -qq "${missing[@]}" >&2
 fi
 
-mkdir -p "$DATA_DIR"
-DATA_DIR=$(cd "$DATA_DIR" && pwd)
-CONF=$DATA_DIR/ceph.conf
-RUN=$DATA_DIR/run
-LOGS=$DATA_DIR/log
 export CEPH_CONF=$CONF
 STARTED_AT=$(date +%s%N)
 
 say() { echo "rgw-up [$(( ($(date +%s%N) - STARTED_AT) / 1000000 )) ms] $*" >&2; }
 
-# A pid file names a live daemon only if that pid is not a zombie (an init that does not reap
-# leaves them behind) and still runs a ceph binary (pids get reused).
-daemon_alive() {
-  local pid_file=$RUN/$1.pid pid state comm
-  [[ -s $pid_file ]] || return 1
-  pid=$(<"$pid_file")
-  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
-  [[ -n $state && $state != Z ]] || return 1
-  comm=$(<"/proc/$pid/comm") || return 1
-  [[ $comm == ceph-mon || $comm == ceph-osd || $comm == radosgw ]]
+# The Ceph release: the radosgw package's upstream version (18.2.7 of 18.2.7+ds-1+deb13u1).
+CEPH_VERSION=$(dpkg-query "${DPKG_ADMIN[@]}" -W -f='${Version}' radosgw | sed 's/^[0-9]*://; s/[+~-].*//')
+CEPH_MAJOR=${CEPH_VERSION%%.*}
+[[ $CEPH_MAJOR =~ ^[0-9]+$ ]] || die "cannot tell the Ceph version (radosgw package: '$CEPH_VERSION')"
+made_with=$(recorded CEPH_VERSION) || true
+if [[ -n $made_with && $made_with != "$CEPH_VERSION" ]]; then
+  die "$DATA_DIR was made with Ceph $made_with, this run would use $CEPH_VERSION${CEPH_ROOT:+ (from $CEPH_ROOT)}; rgw-down.sh $DATA_DIR --purge and retry"
+fi
+
+# Every Ceph program runs through CEPH_EXEC: nothing on the host; with a root, a private mount
+# namespace holding /proc, /dev and DATA_DIR (at its own path) and a chroot into the root. The
+# mounts vanish with the process, so nothing stays mounted in the root. Every step execs (as do
+# setsid and env), so a daemon started through it keeps the pid the shell saw.
+CEPH_EXEC=()
+if [[ -n $CEPH_ROOT ]]; then
+  # shellcheck disable=SC2016  # expanded by the inner shell
+  CEPH_EXEC=(unshare --mount --propagation private -- /bin/sh -c '
+    set -e
+    root=$1 data=$2; shift 2
+    mkdir -p "$root$data"   # the mount point; rgw-down.sh --purge removes it
+    mount --bind /proc "$root/proc"
+    mount --rbind /dev "$root/dev"
+    mount --bind "$data" "$root$data"
+    exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+      LANG=C.UTF-8 CEPH_CONF="$CEPH_CONF" "$@"' ceph-root "$CEPH_ROOT" "$DATA_DIR")
+fi
+ceph_run() { "${CEPH_EXEC[@]}" "$@"; }
+
+# A pid is a live daemon only if it is not a zombie (an init that does not reap leaves them
+# behind) and runs a ceph daemon's executable (pids get reused). The executable, not
+# /proc/PID/comm: Reef's radosgw renames its main thread (to notif-worker0).
+pid_exists() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
 }
+pid_is_daemon() {
+  local exe
+  pid_exists "$1" || return 1
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}   # its package was upgraded under the running daemon
+  exe=${exe##*/}
+  [[ $exe == ceph-mon || $exe == ceph-osd || $exe == radosgw ]]
+}
+daemon_alive() {
+  local pid_file=$RUN/$1.pid
+  [[ -s $pid_file ]] && pid_is_daemon "$(<"$pid_file")"
+}
+
+# The daemons this run started: if the start fails, they are killed again (nothing leaks).
+STARTED_PIDS=()
+STARTED_NAMES=()
+on_exit() {
+  local status=$? i pid tenths
+  [[ $status -ne 0 && ${#STARTED_PIDS[@]} -gt 0 ]] || return 0
+  echo "rgw-up: start failed; stopping the daemons this run started (${STARTED_NAMES[*]})" >&2
+  for i in "${!STARTED_PIDS[@]}"; do
+    pid=${STARTED_PIDS[$i]}
+    pid_exists "$pid" && kill -KILL "$pid" 2>/dev/null
+    tenths=50
+    while pid_exists "$pid" && (( tenths-- > 0 )); do sleep 0.1; done
+    rm -f "$RUN/${STARTED_NAMES[$i]}.pid"
+  done
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Run a daemon in the foreground (-f) in its own session so that it outlives this script; its
 # stdout/stderr (where assert banners land) go to log/NAME.out. radosgw -f writes no pid file,
@@ -88,10 +172,14 @@ daemon_alive() {
 launch() {
   local name=$1; shift
   daemon_alive "$name" && return 0
-  setsid "$@" -f </dev/null >>"$LOGS/$name.out" 2>&1 &
-  local pid=$!
+  setsid "${CEPH_EXEC[@]}" "$@" -f </dev/null >>"$LOGS/$name.out" 2>&1 &
+  local pid=$! tenths=40
+  disown "$pid"   # no "Killed" job notice from this shell if a failed start kills it
   echo "$pid" >"$RUN/$name.pid"
-  sleep 0.1
+  STARTED_PIDS+=("$pid")
+  STARTED_NAMES+=("$name")
+  # Until the exec chain reaches the daemon, the pid runs a wrapper; give it a moment.
+  while ! daemon_alive "$name" && pid_exists "$pid" && (( tenths-- > 0 )); do sleep 0.05; done
   if ! daemon_alive "$name"; then
     tail -n 20 "$LOGS/$name.out" >&2 || true
     die "$name exited right after start; logs in $LOGS"
@@ -121,12 +209,28 @@ loopback_free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# The directory holding the object classes (libcls_rgw.so and friends), as the daemons see it.
+# Debian's 18.2 build has a relative default osd_class_dir, so its OSD cannot load cls_version
+# and radosgw stops with "Couldn't init storage provider"; an absolute one is right everywhere.
+class_dir() {
+  local lib
+  for lib in "$CEPH_ROOT"/usr/lib/*/rados-classes/libcls_rgw.so \
+             "$CEPH_ROOT"/usr/lib64/rados-classes/libcls_rgw.so \
+             "$CEPH_ROOT"/usr/lib/rados-classes/libcls_rgw.so; do
+    [[ -e $lib ]] || continue
+    lib=${lib#"$CEPH_ROOT"}
+    echo "${lib%/*}"
+    return 0
+  done
+  return 1
+}
+
 write_conf() {
-  local fsid=$1 mon_port=$2 frontend
+  local fsid=$1 mon_port=$2 frontend classes
+  classes=$(class_dir) || die "no rados-classes/libcls_rgw.so under ${CEPH_ROOT:-}/usr/lib*"
   case $FRONTEND_KIND in
     civetweb) frontend="civetweb port=127.0.0.1:$PORT num_threads=64" ;;
     beast) frontend="beast endpoint=127.0.0.1:$PORT" ;;
-    *) die "RGW_FRONTEND must be civetweb or beast, got '$FRONTEND_KIND'" ;;
   esac
   cat >"$CONF" <<EOF
 [global]
@@ -167,6 +271,7 @@ mon data avail crit = 1
 
 [osd]
 osd data = $DATA_DIR/\$name
+osd class dir = $classes
 osd objectstore = memstore
 memstore device bytes = $MEMSTORE_BYTES
 # a clean stop must unmount, or memstore never writes its contents to disk
@@ -184,34 +289,50 @@ ${RGW_EXTRA_CONF:-}
 EOF
 }
 
+new_uuid() { cat /proc/sys/kernel/random/uuid; }
+
 bootstrap() {
   local fsid mon_port keyring=$DATA_DIR/keyring
-  fsid=$(uuidgen)
+  fsid=$(new_uuid)
   mon_port=$(loopback_free_port)
   mkdir -p "$RUN" "$LOGS" "$DATA_DIR/mon.a" "$DATA_DIR/osd.0" "$DATA_DIR/rgw"
   write_conf "$fsid" "$mon_port"
+  printf 'CEPH_VERSION=%s\nCEPH_ROOT=%s\n' "$CEPH_VERSION" "$CEPH_ROOT" >"$RELEASE_FILE"
   # One keyring holds every key; `ceph-mon --mkfs` imports it, so no `ceph auth` calls later.
-  ceph-authtool --create-keyring "$keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
-  ceph-authtool "$keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' \
+  ceph_run ceph-authtool --create-keyring "$keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+  ceph_run ceph-authtool "$keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' \
     --cap mgr 'allow *' --cap mds 'allow *' >/dev/null
-  ceph-authtool "$keyring" --gen-key -n osd.0 --cap mon 'allow profile osd' \
+  ceph_run ceph-authtool "$keyring" --gen-key -n osd.0 --cap mon 'allow profile osd' \
     --cap osd 'allow *' --cap mgr 'allow profile osd' >/dev/null
-  ceph-authtool "$keyring" --gen-key -n client.rgw.gw --cap mon 'allow rw' \
+  ceph_run ceph-authtool "$keyring" --gen-key -n client.rgw.gw --cap mon 'allow rw' \
     --cap osd 'allow rwx' --cap mgr 'allow rw' >/dev/null
-  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$mon_port]" "$DATA_DIR/monmap" \
+  ceph_run monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$mon_port]" "$DATA_DIR/monmap" \
     >/dev/null
-  ceph-mon --mkfs -i a --monmap "$DATA_DIR/monmap" --keyring "$keyring" \
+  ceph_run ceph-mon --mkfs -i a --monmap "$DATA_DIR/monmap" --keyring "$keyring" \
     >>"$LOGS/mkfs.out" 2>&1 || die "ceph-mon --mkfs failed; see $LOGS/mkfs.out"
   launch mon.a ceph-mon -i a
   say "monitor up"
   local osd_uuid
-  osd_uuid=$(uuidgen)
-  ceph-osd -i 0 --mkfs --osd-uuid "$osd_uuid" --no-mon-config >>"$LOGS/mkfs.out" 2>&1 \
+  osd_uuid=$(new_uuid)
+  ceph_run ceph-osd -i 0 --mkfs --osd-uuid "$osd_uuid" --no-mon-config >>"$LOGS/mkfs.out" 2>&1 \
     || die "ceph-osd --mkfs failed; see $LOGS/mkfs.out"
-  ceph --connect-timeout 30 osd new "$osd_uuid" 0 >/dev/null \
+  ceph_run ceph --connect-timeout 30 osd new "$osd_uuid" 0 >/dev/null \
     || die "could not register the OSD with the monitor; see $LOGS"
   say "OSD registered"
 }
+
+# The frontend this Ceph has: civetweb on 16 (see the top), beast from 17 on. Reef (18) dropped
+# civetweb; asked for it, radosgw would run with no listener at all.
+if [[ -z $FRONTEND_KIND ]]; then
+  if (( CEPH_MAJOR <= 16 )); then FRONTEND_KIND=civetweb; else FRONTEND_KIND=beast; fi
+fi
+case $FRONTEND_KIND in
+  beast) ;;
+  civetweb)
+    (( CEPH_MAJOR < 18 )) \
+      || die "RGW_FRONTEND=civetweb: Ceph $CEPH_VERSION has no civetweb frontend (removed in Reef, 18); use beast, its default" ;;
+  *) die "RGW_FRONTEND must be civetweb or beast, got '$FRONTEND_KIND'" ;;
+esac
 
 if [[ -f $CONF ]]; then
   # An existing cluster keeps the port in its ceph.conf.
@@ -247,8 +368,8 @@ until s3_answers; do
 done
 say "S3 answers on 127.0.0.1:$PORT"
 
-if ! radosgw-admin -n client.admin user info --uid "$S3_USER" >/dev/null 2>&1; then
-  radosgw-admin -n client.admin user create --uid "$S3_USER" --display-name "$S3_USER" \
+if ! ceph_run radosgw-admin -n client.admin user info --uid "$S3_USER" >/dev/null 2>&1; then
+  ceph_run radosgw-admin -n client.admin user create --uid "$S3_USER" --display-name "$S3_USER" \
     --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" >/dev/null \
     || die "could not create the S3 user; see $LOGS"
   say "S3 user $S3_USER created"

@@ -17,25 +17,18 @@ from collections.abc import Mapping, Sequence
 
 from botocore.exceptions import BotoCoreError
 
-from common.config import (
-    DEAD_LETTER_URL,
-    HOST,
-    K_SINK,
-    LOG_LEVEL,
-    PORT,
-    ConfigError,
-    Env,
-    EnvVar,
-    S3Settings,
-)
+from common.env import ConfigError, Env, EnvVar
 from common.logs import configure_logging
+from common.runtime import HOST, LOG_LEVEL, PORT
+from common.s3 import S3Settings
 from source import settings as s
 from source.amqp_consumer import AmqpSettings, BrokerUnavailable, declare_topology
 from source.listener import inherited_listener, listen_address
-from source.notifications import NotificationError, SpecError
+from source.notification_specs import SpecError
+from source.notifications import NotificationError
 from source.rgw_setup import SetupRequest, run_setup
 from source.service import run_amqp, run_http
-from source.settings import DeliverySettings, parse_events
+from source.settings import DEAD_LETTER_URL, K_SINK, DeliverySettings, parse_events
 
 log = logging.getLogger("source")
 WAYS = ("http", "amqp")

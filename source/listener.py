@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 
-from common.config import ConfigError
+from common.env import ConfigError
 
 
 def inherited_listener(fd: int, variable: str) -> socket.socket:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from common.config import S3Settings
-from common.s3 import make_s3_client, make_sns_client
-from source.notifications import NotificationSpec, TopicSpec, setup
+from common.s3 import S3Settings, make_s3_client, make_sns_client
+from source.notification_specs import NotificationSpec, TopicSpec
+from source.notifications import setup
 
 log = logging.getLogger("source.rgw_setup")
 

@@ -1,9 +1,9 @@
 """The source's own environment variables, and its typed settings.
 
-K_SINK, K_CE_OVERRIDES and DEAD_LETTER_URL (Knative's source contract) are declared in
-`common.config`; the rest are declared here so `python -m common.config` documents them too.
-Every command-line flag of `python -m source` defaults to one of these variables, so a Knative
-ContainerSource can configure everything through `env:`.
+Declared on the project's one environment engine (`common.env`), so `rgw-inference config`
+documents them with all the others: first Knative's source contract (K_SINK, K_CE_OVERRIDES,
+DEAD_LETTER_URL), then the source's own. Every command-line flag of `python -m source` defaults
+to one of these variables, so a Knative ContainerSource can configure everything through `env:`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,23 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from common.config import (
-    DEAD_LETTER_URL,
-    K_CE_OVERRIDES,
-    K_SINK,
-    ConfigError,
-    Env,
-    env_var,
-)
+from common.env import ConfigError, Env, env_var
 
 SOURCE = "Source (RGW notifications to CloudEvents)"
+K_SINK = env_var(
+    "K_SINK",
+    "Where CloudEvents go (injected by Knative ContainerSource / SinkBinding; or --sink).",
+    SOURCE,
+)
+K_CE_OVERRIDES = env_var(
+    "K_CE_OVERRIDES",
+    'JSON {"extensions": {...}} applied to every outgoing event (Knative source contract).',
+    SOURCE,
+)
+DEAD_LETTER_URL = env_var(
+    "DEAD_LETTER_URL", "Where events the sink refuses for good (4xx) are sent.", SOURCE
+)
+
 
 SOURCE_MODE = env_var(
     "SOURCE_MODE",

@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 
 from common.classifier import Classification, ClassifierFunction, Label, result_log_fields
-from common.config import TFServingSettings
 from common.images import set_pillow_pixel_limit
 from common.runtime import create_app
 from common.s3 import DownloadedObject
-from common.tfserving import TFServingClient
+from common.tfserving import TFServingClient, TFServingSettings
 
 log = logging.getLogger("resnet")
 

@@ -19,11 +19,10 @@ import contextlib
 import logging
 
 from common.classifier import Classification, ClassifierFunction, Label, result_log_fields
-from common.config import VisionSettings
 from common.errors import NotAnImage
 from common.runtime import create_app
 from common.s3 import DownloadedObject
-from common.vision import VisionClient
+from common.vision import VisionClient, VisionSettings
 
 log = logging.getLogger("vision")
 

@@ -1,4 +1,4 @@
-"""Image tests run only when asked for (`-m images`, `make test-images`): they build five images."""
+"""Image tests run only when asked for (`-m images`, `make test-images`): they build every image."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testkit import oci
 from tests.fixtures.processes import free_port
-from tests.images import oci
 
 pytestmark = pytest.mark.images
 

@@ -4,8 +4,10 @@ every process it reports is gone and its temporary directory removed."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +17,11 @@ from typing import Any
 
 import pytest
 
-from localknative.photos import CATALOGUE
-from testkit.stack import pid_alive
+from localknative.collector import read_entries
+from localknative.demo import BUCKET, Demo, DemoOptions, s3_client
+from localknative.photos import CATALOGUE, load_photos
+from localknative.report import summary_table
+from testkit.stack import Stack, pid_alive
 from tests.fixtures.processes import REPO_ROOT
 
 pytestmark = pytest.mark.rgw
@@ -147,3 +152,48 @@ def test_sigterm_while_starting_leaves_nothing_behind(tmp_path: Path, log_dir: P
     assert summary["ok"] is False and summary["message"] == "interrupted"
     assert "modelserver" in summary["pids"]
     assert_nothing_left(summary)
+
+
+# Keys the CloudEvents HTTP binding percent-encodes in ce-subject (space, %, non-ASCII) or that a
+# form decoder would misread (+); the last one is not an image, so a classifier refuses it.
+ODD_KEYS = ["my dog.jpg", "a+b.jpg", "100% cat.jpg", "café/chat ü 猫.jpg"]
+REFUSED_KEY = "notes 50%+ ü.txt"
+
+
+@pytest.mark.timeout(DEMO_DEADLINE + 60)
+@pytest.mark.parametrize(
+    "amqp", [False, pytest.param(True, marks=pytest.mark.rabbitmq)], ids=["http", "amqp"]
+)
+def test_odd_keys_are_one_row_each_as_uploaded(log_dir: Path, amqp: bool) -> None:
+    """RGW -> source (either way) -> channel -> functions, keys as a user would type them."""
+    out = io.StringIO()
+    options = DemoOptions(photos=0, timeout=180, amqp=amqp, model_cache_dir=MODEL_CACHE_DIR)
+    demo = Demo(options, out)
+    [photo] = load_photos(1)
+    with Stack() as stack:
+        try:
+            endpoints = demo.build(stack)
+            s3 = s3_client(endpoints.rgw)
+            for key, body in [*((k, photo.jpeg) for k in ODD_KEYS), (REFUSED_KEY, b"not a photo")]:
+                demo.tracker.expect(key, time.time())
+                s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+                demo.keys.append(key)
+            arrived = demo.watch(stack)
+            dead_letters = read_entries(endpoints.dead_letters_log)
+        finally:
+            shutil.copytree(stack.log_dir, log_dir / f"odd-keys-{amqp}", dirs_exist_ok=True)
+    printed = out.getvalue()
+    assert arrived, printed
+    keys = [*ODD_KEYS, REFUSED_KEY]
+    assert sorted(demo.tracker.rows) == sorted(keys), printed  # no second, encoded row
+    for key in ODD_KEYS:
+        row = demo.tracker.rows[key]
+        assert row.status == "classified" and row.function == row.routed_to, row
+    refused = demo.tracker.rows[REFUSED_KEY]
+    assert refused.status == "dead-lettered", refused
+    assert {entry["attributes"]["subject"] for entry in dead_letters} == {REFUSED_KEY}
+    for key in keys:
+        assert f"channel   {key:<14} delivered to receiver" in printed, printed
+    table = summary_table([demo.tracker.rows[key] for key in keys])
+    assert all(f"| {key} |" in table for key in keys), table
+    assert "%20" not in printed + table and "%25" not in printed + table

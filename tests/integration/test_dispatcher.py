@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from localknative.collector import read_entries
-from localknative.dispatcher import WeightedTarget, choose_target
+from localknative.routing import WeightedTarget, choose_target
+from testkit.sink import Recorder, start_recorder
 from tests.fixtures.processes import ServiceProcess, free_port, python_argv, running
-from tests.fixtures.recorder import Recorder, start_recorder
 
 RETRY = 3
 BACKOFF = 0.1  # exponential: 0.1 s, 0.2 s, 0.4 s (Knative counts attempts from 0)
@@ -144,6 +144,28 @@ def event_id_for(target: str) -> str:
             return event_id
 
 
+def start_dispatcher(
+    exits: ExitStack,
+    tmp_path: Path,
+    log_dir: Path,
+    binds: dict[str, str],
+    record: Path | None = None,
+) -> tuple[str, ServiceProcess]:
+    """The dispatcher on the test topology, every object bound; its URL and process."""
+    port = free_port()
+    args = ["--knative-dir", str(manifests(tmp_path / "knative")), "--port", str(port)]
+    if record is not None:
+        args += ["--record", str(record)]
+    for ref, bound in binds.items():
+        args += ["--bind", f"{ref}={bound}"]
+    argv = python_argv("-m", "localknative.dispatcher", *args)
+    url = f"http://127.0.0.1:{port}"
+    process = exits.enter_context(
+        running(f"dispatcher-{port}", argv, log_dir, ready_url=f"{url}/healthz", timeout=20)
+    )
+    return url, process
+
+
 @pytest.fixture
 def stack(tmp_path: Path, log_dir: Path) -> Iterator[Stack]:
     with ExitStack() as exits:
@@ -152,32 +174,15 @@ def stack(tmp_path: Path, log_dir: Path) -> Iterator[Stack]:
         vision = exits.enter_context(start_recorder(log_dir, "vision"))
         dead_letters = start_collector(exits, log_dir, "dead-letters", None)
         broker = start_collector(exits, log_dir, "broker", None)
-        port = free_port()
         record = tmp_path / "dispatch.jsonl"
-        argv = python_argv(
-            "-m",
-            "localknative.dispatcher",
-            "--knative-dir",
-            str(manifests(tmp_path / "knative")),
-            "--port",
-            str(port),
-            "--record",
-            str(record),
-            "--bind",
-            f"Service/receiver={receiver.url()}",
-            "--bind",
-            f"Configuration/resnet={resnet.url()}",
-            "--bind",
-            f"Configuration/vision={vision.url()}",
-            "--bind",
-            f"Service/dead-letters={dead_letters.url}",
-            "--bind",
-            f"Broker/default={broker.url}",
-        )
-        url = f"http://127.0.0.1:{port}"
-        dispatcher = exits.enter_context(
-            running(f"dispatcher-{port}", argv, log_dir, ready_url=f"{url}/healthz", timeout=20)
-        )
+        binds = {
+            "Service/receiver": receiver.url(),
+            "Configuration/resnet": resnet.url(),
+            "Configuration/vision": vision.url(),
+            "Service/dead-letters": dead_letters.url,
+            "Broker/default": broker.url,
+        }
+        url, dispatcher = start_dispatcher(exits, tmp_path, log_dir, binds, record)
         yield Stack(url, receiver, resnet, vision, dead_letters, broker, record, dispatcher)
 
 
@@ -293,29 +298,14 @@ def test_reply_is_forwarded_to_the_broker(tmp_path: Path, log_dir: Path) -> None
         replier = start_collector(exits, log_dir, "replier", "dev.rgwinference.test.reply")
         broker = start_collector(exits, log_dir, "broker", None)
         dead = start_collector(exits, log_dir, "dead", None)
-        port = free_port()
-        argv = python_argv(
-            "-m",
-            "localknative.dispatcher",
-            "--knative-dir",
-            str(manifests(tmp_path / "knative")),
-            "--port",
-            str(port),
-            "--bind",
-            f"Service/receiver={dead.url}/receiver",
-            "--bind",
-            f"Configuration/resnet={replier.url}",
-            "--bind",
-            f"Configuration/vision={replier.url}",
-            "--bind",
-            f"Service/dead-letters={dead.url}",
-            "--bind",
-            f"Broker/default={broker.url}/broker",
-        )
-        url = f"http://127.0.0.1:{port}"
-        exits.enter_context(
-            running(f"dispatcher-{port}", argv, log_dir, ready_url=f"{url}/healthz", timeout=20)
-        )
+        binds = {
+            "Service/receiver": f"{dead.url}/receiver",
+            "Configuration/resnet": replier.url,
+            "Configuration/vision": replier.url,
+            "Service/dead-letters": dead.url,
+            "Broker/default": f"{broker.url}/broker",
+        }
+        url, _ = start_dispatcher(exits, tmp_path, log_dir, binds)
         event = {
             "specversion": "1.0",
             "id": "structured-1",

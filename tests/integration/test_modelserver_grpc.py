@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from modelserver.tensors import from_numpy, to_numpy
+from common.tensors import from_numpy, to_numpy
 from tests.fixtures.modelserver import ModelServer, photo_jpeg, photo_pixels
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat

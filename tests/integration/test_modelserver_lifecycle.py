@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from modelserver.tensors import from_numpy, to_numpy
+from common.tensors import from_numpy, to_numpy
 from tests.fixtures.modelserver import MODEL_CACHE_DIR, photo_pixels
 from tests.fixtures.processes import free_port, python_argv, running
 

@@ -8,8 +8,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from common.config import TFServingSettings
-from common.tfserving import TFServingClient, tensor_to_array
+from common.tfserving import TFServingClient, TFServingSettings, tensor_to_array
 from tests.fixtures.modelserver import ModelServer
 from tests.fixtures.resnet import photo_jpeg
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from source.notifications import NotificationSpec, TopicSpec, setup
+from source.notification_specs import NotificationSpec, TopicSpec
+from source.notifications import setup
 from tests.fixtures.rabbitmq import RabbitMQBroker
 from tests.fixtures.rgw import RgwGateway
 

@@ -1,4 +1,4 @@
-"""Bucket notifications from the real RGW to a real HTTP receiver (tests.support.recorder)."""
+"""Bucket notifications from the real RGW to a real HTTP receiver (testkit.sink, recording)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from source.notifications import NotificationSpec, TopicSpec, list_notifications, setup
+from source.notification_specs import NotificationSpec, TopicSpec
+from source.notifications import list_notifications, setup
 from testkit.rgw_counters import notification_counters
-from tests.fixtures.recorder import RecordedRequest, Recorder, body_contains
+from testkit.sink import RecordedRequest, Recorder, body_contains
 from tests.fixtures.rgw import RgwGateway
 
 pytestmark = pytest.mark.rgw
@@ -224,7 +225,8 @@ def test_non_persistent_event_is_dropped_when_the_endpoint_fails(
 
 def test_a_second_exchange_on_one_broker_url_is_refused(rgw: RgwGateway) -> None:
     # RGW 16.2 would silently never deliver the second topic ("exchange mismatch").
-    from source.notifications import SpecError, delete_topic, ensure_topic
+    from source.notification_specs import SpecError
+    from source.notifications import delete_topic, ensure_topic
 
     sns = rgw.sns_client()
     broker = f"amqp://127.0.0.1:{os.getpid() % 50000 + 10000}"  # nothing needs to listen

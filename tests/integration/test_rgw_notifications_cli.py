@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from source.notifications import NotificationSpec, TopicSpec, ensure_notification, ensure_topic
+from source.notification_specs import NotificationSpec, TopicSpec
+from source.notifications import ensure_notification, ensure_topic
+from testkit.sink import Recorder
 from tests.fixtures.processes import REPO_ROOT, python_argv
-from tests.fixtures.recorder import Recorder
 from tests.fixtures.rgw import RgwGateway
 
 pytestmark = pytest.mark.rgw

@@ -8,8 +8,8 @@ import httpx
 import pika
 import pytest
 
+from testkit.sink import Recorder, start_recorder
 from tests.fixtures.rabbitmq import RabbitMQBroker
-from tests.fixtures.recorder import Recorder, start_recorder
 from tests.fixtures.rgw import RgwGateway
 from tests.fixtures.source import amqp_way, running_source, wait_for_subjects
 

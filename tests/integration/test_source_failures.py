@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.processes import ServiceProcess, free_port, python_argv
-from tests.fixtures.recorder import RecordedRequest, Recorder, start_recorder
+from testkit.sink import RecordedRequest, Recorder, recorder_argv, start_recorder
+from tests.fixtures.processes import ServiceProcess, free_port
 from tests.fixtures.rgw import RgwGateway
 from tests.fixtures.source import (
     ReceivedEvent,
@@ -33,7 +33,7 @@ KILL_RECOVERY_TIMEOUT = 120.0
 @contextlib.contextmanager
 def recorder_on(log_dir: Path, port: int, out: Path, name: str) -> Iterator[Recorder]:
     """A recorder on a fixed port appending to `out` (so a 'restarted sink' keeps its history)."""
-    argv = python_argv("-m", "tests.support.recorder", "--port", str(port), "--out", str(out))
+    argv = recorder_argv(port, out)
     process = ServiceProcess(name, argv, log_dir / f"{name}.log").start()
     try:
         process.wait_http_ok(f"http://127.0.0.1:{port}/_control/health", 15.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.recorder import Recorder, start_recorder
+from testkit.sink import Recorder, start_recorder
 from tests.fixtures.rgw import RgwGateway
 from tests.fixtures.source import (
     FIRST_EVENT_TIMEOUT,

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testkit.records import rgw_record
+from testkit.sink import Recorder
 from testkit.stack import loopback_listener
-from tests.fixtures.recorder import Recorder
-from tests.fixtures.resnet import rgw_record
 from tests.fixtures.source import start_source, wait_for_subjects
 
 

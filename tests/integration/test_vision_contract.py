@@ -1,4 +1,4 @@
-"""The Vision client against the contract stand-in (`tests.support.fake_vision`) over real HTTP.
+"""The Vision client against the contract stand-in (`testkit.fake_vision`) over real HTTP.
 
 Every documented answer shape: labels, the empty slot, per-image errors, bad key, missing key,
 permission denied, 429 with Retry-After, 500, 503, slow answers, garbage; retries bounded by the
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from common.classifier import Label
-from common.config import Secret, VisionSettings
+from common.env import Secret
 from common.errors import (
     Forbidden,
     NotAnImage,
@@ -25,7 +25,8 @@ from common.errors import (
     TooLarge,
     TransientError,
 )
-from common.vision import MAX_IMAGE_BYTES, ImageFailure, RetryPolicy, VisionClient
+from common.vision import RetryPolicy, VisionClient, VisionSettings
+from common.vision_messages import MAX_IMAGE_BYTES, ImageFailure
 from tests.fixtures.processes import free_port
 from tests.fixtures.vision import VISION_KEY, FakeVision
 

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from testkit.harness import Harness
+from testkit.live_stack import LiveStack as Harness
 from testkit.scenarios import warm_up
+from testkit.services import MODEL_CACHE_DIR  # shared with the modelserver fixture
 from testkit.stack import Stack
-from tests.fixtures.processes import REPO_ROOT
-
-MODEL_CACHE_DIR = REPO_ROOT / ".cache" / "models"  # shared with the modelserver fixture
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,9 +12,10 @@ import pytest
 
 from localknative.demo import BUCKET
 from testkit import samples
-from testkit.harness import Harness, records, s3_record
-from testkit.probes import Recorder
+from testkit.live_stack import LiveStack
+from testkit.records import records, s3_record
 from testkit.scenarios import bad_input, hostile_events, memory_under_bad_events
+from testkit.sink import start_recorder
 
 BAD_EVENTS = 1000
 # Python keeps freed memory in its arenas and Pillow/boto3 caches warm up: what matters is that
@@ -22,7 +23,7 @@ BAD_EVENTS = 1000
 RSS_GROWTH_LIMIT_KIB = 16 * 1024
 
 
-def test_bad_objects_get_their_outcome_through_the_pipeline(stack_intact: Harness) -> None:
+def test_bad_objects_get_their_outcome_through_the_pipeline(stack_intact: LiveStack) -> None:
     found = bad_input(stack_intact)
     wrong = [
         (o.case.key[:60], o.case.expect, o.got, o.upload_error)
@@ -33,17 +34,16 @@ def test_bad_objects_get_their_outcome_through_the_pipeline(stack_intact: Harnes
     # Each refused event is parked once. (An unusable notification answered 4xx to RGW stays in
     # its persistent queue and is pushed again forever, dragging the entries behind it along.)
     time.sleep(3)
-    _, dead, _ = stack_intact.recordings()
     parked = Counter(
         d["attributes"]["id"]
-        for d in dead
+        for d in stack_intact.recordings().dead_letters
         if str(d["attributes"].get("subject", "")).startswith("bad/")
     )
     assert parked and max(parked.values()) == 1, parked.most_common(3)
 
 
 @pytest.mark.parametrize("function", ["resnet", "vision"])
-def test_exif_rotated_photo_is_classified_upright(stack_intact: Harness, function: str) -> None:
+def test_exif_rotated_photo_is_classified_upright(stack_intact: LiveStack, function: str) -> None:
     objects = {
         "upright": samples.upright_jpeg(),
         "exif-6": samples.exif_rotated_jpeg(6),
@@ -76,7 +76,7 @@ def test_exif_rotated_photo_is_classified_upright(stack_intact: Harness, functio
 
 
 @pytest.mark.parametrize("function", ["resnet", "vision", "receiver"])
-def test_bad_events_do_not_leak_memory(stack_intact: Harness, function: str) -> None:
+def test_bad_events_do_not_leak_memory(stack_intact: LiveStack, function: str) -> None:
     check = memory_under_bad_events(stack_intact, function, BAD_EVENTS)
     assert sum(check.statuses.values()) == BAD_EVENTS
     assert all(400 <= status < 500 for status in check.statuses if function != "receiver"), check
@@ -84,15 +84,15 @@ def test_bad_events_do_not_leak_memory(stack_intact: Harness, function: str) -> 
     assert check.growth_kib < RSS_GROWTH_LIMIT_KIB, check
 
 
-def test_hostile_events_get_a_4xx_and_fetch_nothing_elsewhere(stack_intact: Harness) -> None:
+def test_hostile_events_get_a_4xx_and_fetch_nothing_elsewhere(stack_intact: LiveStack) -> None:
     # The object a ../ key would reach if anything normalized the path on the way to RGW.
     stack_intact.s3.create_bucket(Bucket="private-bucket")
     stack_intact.s3.put_object(
         Bucket="private-bucket", Key="chelsea.jpg", Body=samples.upright_jpeg()
     )
-    with Recorder() as elsewhere:
+    with start_recorder(stack_intact.stack.log_dir, "elsewhere") as elsewhere:
         answers = hostile_events(stack_intact, elsewhere.address)
-        assert elsewhere.requests == [], "a function fetched from a URL named in an event"
+        assert elsewhere.requests() == [], "a function fetched from a URL named in an event"
     by_case = {(a.case, a.target): a.status for a in answers}
     for function in ("resnet", "vision"):
         assert by_case[("bucket outside ALLOWED_BUCKETS", function)] == 403

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from testkit.harness import Harness
+from testkit.live_stack import LiveStack
 from testkit.scenarios import (
     ScenarioResult,
     function_killed,
@@ -28,13 +28,13 @@ def assert_nothing_lost(result: ScenarioResult) -> None:
     assert result.duplicates == 0, result
 
 
-def test_resnet_killed_mid_stream_loses_nothing(stack_intact: Harness) -> None:
+def test_resnet_killed_mid_stream_loses_nothing(stack_intact: LiveStack) -> None:
     result = function_killed(stack_intact, OBJECTS, victim="resnet", down=3.0)
     assert_nothing_lost(result)
 
 
 def test_model_server_down_10s_retries_are_bounded_and_nothing_is_lost(
-    stack_intact: Harness,
+    stack_intact: LiveStack,
 ) -> None:
     result, account = modelserver_down(stack_intact, 20, down=10.0)
     assert_nothing_lost(result)
@@ -49,21 +49,21 @@ def test_model_server_down_10s_retries_are_bounded_and_nothing_is_lost(
 
 
 def test_rgw_restart_refuses_uploads_meanwhile_and_classifies_the_acknowledged(
-    stack_intact: Harness,
+    stack_intact: LiveStack,
 ) -> None:
     result = rgw_restart(stack_intact, OBJECTS, down=3.0)
     assert result.refused > 0, "no upload fell into the gap: the fault did not happen"
     assert_nothing_lost(result)
 
 
-def test_http_source_killed_loses_nothing(stack_intact: Harness) -> None:
+def test_http_source_killed_loses_nothing(stack_intact: LiveStack) -> None:
     result = source_killed(stack_intact, OBJECTS, way="http")
     assert_nothing_lost(result)
 
 
 @pytest.mark.rabbitmq
 @pytest.mark.skipif(shutil.which("rabbitmq-server") is None, reason="RabbitMQ is not installed")
-def test_amqp_source_killed_loses_nothing(stack_intact: Harness) -> None:
+def test_amqp_source_killed_loses_nothing(stack_intact: LiveStack) -> None:
     if stack_intact.amqp_url is None:
         stack_intact.add_amqp_way()
     result = source_killed(stack_intact, OBJECTS, way="amqp")

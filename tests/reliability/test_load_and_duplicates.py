@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from localknative.demo import BUCKET
-from testkit.harness import Harness
+from testkit.live_stack import LiveStack
 from testkit.samples import photo
 from testkit.scenarios import duplicate_delivery, load
 
 LOAD_OBJECTS = 100
 
 
-def test_load_every_upload_classified_once(stack_intact: Harness) -> None:
+def test_load_every_upload_classified_once(stack_intact: LiveStack) -> None:
     result = load(stack_intact, LOAD_OBJECTS, writers=8)
     assert result.uploaded == LOAD_OBJECTS, result
     assert result.lost == 0, f"lost: {result.lost_keys[:10]}"
@@ -33,7 +33,7 @@ def test_load_every_upload_classified_once(stack_intact: Harness) -> None:
 
 @pytest.mark.parametrize("function", ["resnet", "vision"])
 def test_same_cloudevent_twice_gives_one_reply_one_tag_write(
-    stack_intact: Harness, function: str
+    stack_intact: LiveStack, function: str
 ) -> None:
     key = f"duplicates/{function}/chelsea.jpg"
     stack_intact.s3.put_object(Bucket=BUCKET, Key=key, Body=photo(2).body)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from testkit.harness import Harness
-from testkit.probes import listening_sockets
+from testkit.listeners import listening_sockets
+from testkit.live_stack import LiveStack
 from tests.fixtures.processes import REPO_ROOT
 
 DOCKERFILES = sorted(REPO_ROOT.glob("*/Dockerfile")) + sorted(
@@ -16,7 +16,7 @@ DOCKERFILES = sorted(REPO_ROOT.glob("*/Dockerfile")) + sorted(
 )
 
 
-def test_secrets_never_reach_a_log_line(stack_intact: Harness) -> None:
+def test_secrets_never_reach_a_log_line(stack_intact: LiveStack) -> None:
     rgw = stack_intact.endpoints.rgw
     secrets = {"S3 secret": rgw.secret_key, "Vision key": stack_intact.endpoints.vision_key}
     assert all(len(s) >= 16 for s in secrets.values())
@@ -32,7 +32,7 @@ def test_secrets_never_reach_a_log_line(stack_intact: Harness) -> None:
     assert leaks == []
 
 
-def test_every_listener_binds_loopback(stack_intact: Harness) -> None:
+def test_every_listener_binds_loopback(stack_intact: LiveStack) -> None:
     listeners = listening_sockets(stack_intact.pids())
     names = {listener.process for listener in listeners}
     assert {"resnet", "vision", "receiver", "dispatcher", "source", "modelserver"} <= names
@@ -47,7 +47,7 @@ def test_images_run_as_non_root(dockerfile: Path) -> None:
     assert users[-1].split(":")[0] not in ("root", "0"), users
 
 
-def test_source_refuses_push_bodies_over_its_cap(stack_intact: Harness) -> None:
+def test_source_refuses_push_bodies_over_its_cap(stack_intact: LiveStack) -> None:
     body = b'{"Records": [' + b" " * (5 * 1024 * 1024) + b"]}"
     answer = stack_intact.http.post(
         stack_intact.endpoints.source + "/",
@@ -57,7 +57,7 @@ def test_source_refuses_push_bodies_over_its_cap(stack_intact: Harness) -> None:
     assert answer.status_code == 413
 
 
-def test_channel_refuses_bodies_over_a_cap(stack_intact: Harness) -> None:
+def test_channel_refuses_bodies_over_a_cap(stack_intact: LiveStack) -> None:
     body = b'{"Records": [' + b" " * (10 * 1024 * 1024) + b"]}"
     headers = {
         "ce-specversion": "1.0", "ce-id": "huge", "ce-source": "/x",

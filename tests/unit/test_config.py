@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from common.config import (
-    REGISTRY,
-    ConfigError,
-    ResultSettings,
-    RuntimeSettings,
-    S3Settings,
-    TFServingSettings,
-    VisionSettings,
-    describe_markdown,
-    load_all_settings_modules,
-)
+from cli.config_table import config_table, describe_markdown, load_all_settings_modules
+from common.classifier import ResultSettings
+from common.env import REGISTRY, ConfigError, Env, EnvVar
+from common.runtime import RuntimeSettings
+from common.s3 import S3Settings
+from common.tfserving import TFServingSettings
+from common.vision import VisionSettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -110,8 +108,6 @@ def test_malformed_values_name_the_variable(
 
 def test_malformed_secret_is_not_echoed() -> None:
     # No setting parses a secret today; the formatter still must not echo one.
-    from common.config import Env, EnvVar
-
     var = EnvVar("SOME_SECRET", "x", "g", secret=True)
     with pytest.raises(ConfigError) as info:
         Env({"SOME_SECRET": "hunter2"}).integer(var)
@@ -131,3 +127,27 @@ def test_readme_table_is_generated_from_the_registry() -> None:
     assert match.group(1).strip() == describe_markdown(load_all_settings_modules()).strip(), (
         "README's variable table is stale: regenerate it with `make docs`"
     )
+
+
+def test_config_command_prints_the_readme_table() -> None:
+    """`python -m cli config` (`rgw-inference config`) prints exactly the table README embeds."""
+    printed = subprocess.run(
+        [sys.executable, "-m", "cli", "config"],
+        cwd=README.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert printed == config_table()
+    readme = README.read_text()
+    assert f"<!-- config-table:start -->\n{printed}<!-- config-table:end -->" in readme
+
+
+def test_every_settings_module_is_in_the_table() -> None:
+    """A variable declared in a module the table does not import would be missing from README."""
+    import modelserver.config  # noqa: F401  (reads the model server's variables)
+    import source.__main__  # noqa: F401  (reads the source's variables)
+
+    listed = {id(var) for var in load_all_settings_modules()}
+    assert [var.name for var in REGISTRY if id(var) not in listed] == []

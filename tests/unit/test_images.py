@@ -18,7 +18,7 @@ from common.images import (
     set_pillow_pixel_limit,
     to_batch,
 )
-from tests.fixtures.resnet import (
+from testkit.samples import (
     encode,
     photo_array,
     photo_jpeg,

@@ -1,11 +1,11 @@
 """Every manifest under knative/ and every overlay it builds, checked against the real schemas.
 
-Knative and Rook kinds are validated against their upstream CustomResourceDefinitions (CI lays
-them beside the clone as ../shared/), made strict: a field the schema does not declare is an error,
-as the API server's pruning would silently drop it. Core kinds go through kubernetes-validate's
-strict schemas. Then the semantics no schema can see: the Route's traffic sums to 100, every ref
-names an object the overlay defines, probes hit paths the code serves, env names are the ones
-common.config declares.
+Knative and Rook kinds are validated against their upstream CustomResourceDefinitions (kept in
+tests/data/crds/, with the release each comes from), made strict: a field the schema does not
+declare is an error, as the API server's pruning would silently drop it. Core kinds go through
+kubernetes-validate's strict schemas. Then the semantics no schema can see: the Route's traffic
+sums to 100, every ref names an object the overlay defines, probes hit paths the code serves, env
+names are the ones the code declares.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
-import os
 import re
 import shutil
 import subprocess
@@ -27,32 +26,29 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from common.config import load_all_settings_modules
+from cli.config_table import load_all_settings_modules
+from common.env import EnvVar
 
 REPO = Path(__file__).resolve().parents[2]
 KNATIVE = REPO / "knative"
 KUBERNETES_VERSION = "1.32.0"
 # Knative sets these in every revision and refuses a Service or Configuration that sets them.
 KNATIVE_RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
-OUR_IMAGE = re.compile(r"^(?:.*/)?rgw-inference/(?P<name>[a-z-]+)(?::[\w.-]+)?(?:@sha256:\w+)?$")
-FUNCTION_IMAGES = {"receiver", "resnet", "vision"}
+OUR_IMAGE = re.compile(
+    r"^(?:.*/)?rgw-inference/(?P<name>[a-z][a-z0-9-]*)(?::[\w.-]+)?(?:@sha256:\w+)?$"
+)
+# Every functions/<folder>/ that runs as `python -m functions.<folder>` is a function, its image
+# rgw-inference/<folder with '_' as '-'> (scripts/images.sh, `rgw-inference new-function`).
+FUNCTION_IMAGES = {
+    main.parent.name.replace("_", "-") for main in (REPO / "functions").glob("*/__main__.py")
+}
 Manifest = dict[str, Any]
 
 
 # --- where things are ---------------------------------------------------------------------------
 
 
-def shared_dir() -> Path:
-    """shared/ beside the clone (CI's layout) or beside the work tree; RGW_SHARED_DIR overrides."""
-    override = os.environ.get("RGW_SHARED_DIR")
-    candidates = [Path(override)] if override else [REPO.parent / "shared"]
-    for candidate in candidates:
-        if (candidate / "knative-crds").is_dir() and (candidate / "rook-crds").is_dir():
-            return candidate
-    pytest.fail(
-        f"CRD schemas not found: expected knative-crds/ and rook-crds/ in {candidates[0]} "
-        "(the shared/ folder laid beside the repository; or set RGW_SHARED_DIR)"
-    )
+CRDS = REPO / "tests" / "data" / "crds"
 
 
 def overlay_dirs() -> list[Path]:
@@ -131,10 +127,9 @@ def strict(schema: Any) -> Any:
 
 @functools.cache
 def crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
-    """(apiVersion, kind) -> validator, from every CRD in the shared folders."""
+    """(apiVersion, kind) -> validator, from every upstream CRD kept in tests/data/crds/."""
     validators: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
-    root = shared_dir()
-    for path in sorted([*root.glob("knative-crds/**/*.yaml"), *root.glob("rook-crds/*.yaml")]):
+    for path in sorted(CRDS.rglob("*.yaml")):
         for doc in load_file(path):
             if doc.get("kind") != "CustomResourceDefinition":
                 continue
@@ -149,7 +144,7 @@ def crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
                 schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind"})
                 key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
                 validators[key] = jsonschema.Draft202012Validator(schema)
-    assert validators, f"no CustomResourceDefinition found under {root}"
+    assert validators, f"no CustomResourceDefinition found under {rel(CRDS)}"
     return validators
 
 
@@ -264,9 +259,18 @@ def in_cluster_target(uri: str) -> tuple[str, str] | None:
     return None
 
 
+def function_settings() -> list[EnvVar]:
+    """Variables a function declares beside its code, in functions/<folder>/settings.py."""
+    modules = (
+        importlib.import_module(f"functions.{path.parent.name}.settings")
+        for path in sorted((REPO / "functions").glob("*/settings.py"))
+    )
+    return [var for module in modules for var in vars(module).values() if isinstance(var, EnvVar)]
+
+
 def env_names_read_by_code() -> set[str]:
     names: set[str] = set()
-    for var in load_all_settings_modules():
+    for var in [*load_all_settings_modules(), *function_settings()]:
         names.update(var.names)
         if var.secret:
             names.update(f"{name}_FILE" for name in var.names)
@@ -282,8 +286,7 @@ def served_paths(image: str) -> set[str]:
     """GET paths the program in our image `image` serves, read from its real app."""
     if image in FUNCTION_IMAGES:
         # Every function is served by common.runtime.create_app: its routes are the functions'.
-        from common.config import RuntimeSettings
-        from common.runtime import Function
+        from common.runtime import Function, RuntimeSettings
         from common.runtime import create_app as create_function_app
 
         app = create_function_app(Function, RuntimeSettings())
@@ -490,6 +493,23 @@ def test_base_is_the_seed_topology() -> None:
     assert ports["grpc"]["port"] == 8500 and ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
     assert ports["http"]["port"] == 8501
     assert ("Deployment", "modelserver") in objects
+
+
+def test_every_function_is_a_knative_workload_of_the_base() -> None:
+    """Each function folder has a Service or Configuration running its image; each one subscribed
+    to the Channel on its own gets the same delivery policy."""
+    docs = build(KNATIVE / "base")
+    images = {
+        our_image(container)
+        for doc, container in containers(docs)
+        if doc["kind"] in {"Service", "Configuration"} and doc["apiVersion"].startswith("serving.")
+    }
+    assert {"receiver", "resnet", "vision"} <= FUNCTION_IMAGES
+    missing = sorted(FUNCTION_IMAGES - images)
+    assert not missing, f"functions/ has {missing}, knative/base no Service or Configuration"
+    for (kind, _), doc in index(docs).items():
+        if kind == "Subscription":
+            delivery_is_the_contract(doc["spec"]["delivery"])
 
 
 def test_base_files_are_readable_one_by_one_for_the_local_runner() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from modelserver.config import ConfigError, parse_config
+from common.env import ConfigError
+from modelserver.config import parse_config
 
 
 def test_defaults_serve_both_models_on_tf_serving_ports() -> None:
@@ -60,3 +61,42 @@ def test_model_config_file(tmp_path: Path) -> None:
 def test_bad_env_integer_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="MODELSERVER_REST_PORT"):
         parse_config([], env={"MODELSERVER_REST_PORT": "http"})
+
+
+def test_defaults_come_from_the_declared_variables() -> None:
+    from modelserver import settings
+
+    config = parse_config([], env={"XDG_CACHE_HOME": "/var/cache/x"})
+    assert config.grpc_max_workers == int(str(settings.GRPC_WORKERS.default)) == 8
+    assert config.vision_model == settings.VISION_MODEL.default
+    assert config.cache_dir == Path("/var/cache/x/rgw-knative-inference/models")
+    assert parse_config([], env={"MODELSERVER_GRPC_WORKERS": "3"}).grpc_max_workers == 3
+    assert (
+        parse_config(
+            ["--grpc_max_workers", "2"], env={"MODELSERVER_GRPC_WORKERS": "3"}
+        ).grpc_max_workers
+        == 2
+    )
+
+
+def test_port_wins_over_the_modelserver_variable_and_a_bad_one_is_named() -> None:
+    env = {"PORT": "9001", "MODELSERVER_GRPC_PORT": "9002"}
+    assert parse_config([], env=env).grpc_port == 9001
+    assert parse_config([], env={"MODELSERVER_GRPC_PORT": "9002"}).grpc_port == 9002
+    with pytest.raises(ConfigError, match=r"^PORT: expected an integer, got 'h2c'"):
+        parse_config([], env={"PORT": "h2c"})
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        parse_config([], env={"MODELSERVER_INTRA_OP_THREADS": "0"})
+
+
+def test_vision_key_flag_wins_and_a_missing_key_file_is_a_config_error(tmp_path: Path) -> None:
+    env = {"VISION_API_KEY": "from-env", "VISION_API_KEY_FILE": str(tmp_path / "none")}
+    assert parse_config([], env=env).vision_api_key == "from-env"
+    assert parse_config(["--vision_api_key", "flag"], env=env).vision_api_key == "flag"
+    with pytest.raises(ConfigError, match="VISION_API_KEY_FILE: cannot read"):
+        parse_config([], env={"VISION_API_KEY_FILE": str(tmp_path / "none")})
+    (tmp_path / "empty").write_text("\n")
+    assert (
+        parse_config([], env={"VISION_API_KEY_FILE": str(tmp_path / "empty")}).vision_api_key
+        is None
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelserver.imaging import pixels_from_bytes
+from modelserver.registry import pixels_from_bytes
 from testkit import samples
 
 

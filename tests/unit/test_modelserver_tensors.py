@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from modelserver.tensors import TensorConversionError, from_numpy, to_numpy
+from common.tensors import TensorConversionError, from_numpy, to_numpy
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from source.notifications import (
+from source.notification_specs import (
     OBJECT_EVENTS,
     NotificationSpec,
     SpecError,

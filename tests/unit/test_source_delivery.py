@@ -7,7 +7,7 @@ import random
 import httpx
 import pytest
 
-from common.config import ConfigError
+from common.env import ConfigError
 from source.__main__ import main
 from source.delivery import (
     Outcome,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.config import ConfigError
+from common.env import ConfigError
 from source.__main__ import main
 from source.listener import inherited_listener, listen_address
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from common.cloudevents_http import parse_request, to_binary_headers
-from common.config import ConfigError
+from common.env import ConfigError
 from common.errors import UnsupportedPayload
 from source.mapping import event_id, parse_body, records_of, to_cloudevent, with_overrides
 from source.settings import parse_events, parse_overrides

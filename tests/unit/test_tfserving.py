@@ -1,4 +1,4 @@
-"""common.tfserving's pure parts: signatures, TensorProtos, scores -> labels, error mapping."""
+"""The TF Serving client's pure parts: signatures, TensorProtos, scores -> labels, error mapping."""
 
 from __future__ import annotations
 
@@ -11,16 +11,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from common.errors import PermanentError, TransientError
 from common.labels import imagenet_name, imagenet_names
-from common.tfserving import (
-    UnsupportedSignature,
-    image_bytes_tensor,
-    is_distribution,
-    labels_from_outputs,
-    parse_signature,
-    pixels_tensor,
-    tensor_to_array,
-    top_k_from_scores,
-)
+from common.scores import is_distribution, labels_from_outputs, top_k_from_scores
+from common.signatures import UnsupportedSignature, parse_signature
+from common.tfserving import image_bytes_tensor, pixels_tensor, tensor_to_array
 
 
 def metadata(
@@ -75,7 +68,7 @@ def test_labels_are_imagenet_names() -> None:
 def test_pixel_signature_is_parsed() -> None:
     signature = parse_signature(PIXELS_MODEL, "serving_default")
     assert signature.model_name == "m" and signature.version == 3
-    assert signature.input.key == "images"
+    assert signature.input.name == "images"
     assert signature.input_kind == "pixels"
     assert signature.pixel_size == (224, 224) and signature.pixel_dtype == "float32"
     assert signature.outputs["probabilities"].shape == (-1, 1000)

@@ -23,11 +23,16 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from common.config import TFServingSettings
 from common.errors import NotAnImage, PermanentError, TooLarge, TransientError
-from common.tfserving import TFServingClient, pixels_tensor, shared_channel, tensor_to_array
+from common.tfserving import (
+    TFServingClient,
+    TFServingSettings,
+    pixels_tensor,
+    shared_channel,
+    tensor_to_array,
+)
+from testkit.samples import photo_jpeg, png_bomb, truncated_jpeg
 from tests.fixtures.processes import free_port
-from tests.fixtures.resnet import photo_jpeg, png_bomb, truncated_jpeg
 from tests.unit.test_tfserving import PIXELS_MODEL, SEED_RESNET
 
 LIMIT = 40_000_000
@@ -173,7 +178,7 @@ def test_not_ready_until_the_server_answers_then_ready() -> None:
         assert "unavailable" in (client.last_error or "")
         late.start()
         assert wait_until(lambda: client.ready), client.last_error
-        assert client.signature is not None and client.signature.input.key == "images"
+        assert client.signature is not None and client.signature.input.name == "images"
     finally:
         client.stop()
         late.stop()

@@ -11,16 +11,15 @@ from pathlib import Path
 import pytest
 
 from common.classifier import Label
-from common.config import ConfigError, Secret, VisionSettings
+from common.env import ConfigError, Secret
 from common.errors import Forbidden, NotAnImage, PermanentError, TooLarge, TransientError
-from common.vision import (
+from common.vision import RetryPolicy, VisionClient, VisionSettings
+from common.vision_messages import (
     MAX_IMAGE_BYTES,
     MAX_IMAGES_PER_REQUEST,
     MAX_REQUEST_BYTES,
     ImageFailure,
     RetryableCallError,
-    RetryPolicy,
-    VisionClient,
     build_request_body,
     call_error,
     parse_labels,
