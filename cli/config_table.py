@@ -39,6 +39,7 @@ def settings_modules() -> tuple[ModuleType, ...]:
     import common.tfserving
     import common.vision
     import modelserver.settings
+    import results.settings
     import source.settings
 
     return (
@@ -49,6 +50,7 @@ def settings_modules() -> tuple[ModuleType, ...]:
         common.vision,
         *function_settings_modules(),
         source.settings,
+        results.settings,
         modelserver.settings,
     )
 

@@ -4,9 +4,10 @@ Both start, on free 127.0.0.1 ports and in a temporary directory: a throwaway Ce
 model server (mobilenet_v2 over TF Serving gRPC, EfficientNet-Lite0 behind the Vision REST
 stand-in), every function knative/base declares (receiver, resnet, vision, with the env their
 manifests give them), the event source, a dispatcher playing the Knative Channel and Route of
-knative/base (fan-out, 50/50 split, retries, dead letters, replies), a dead-letter sink and a
-results collector playing the Broker. Everything is stopped and removed on exit, on error and
-on Ctrl-C.
+knative/base (fan-out, 50/50 split, retries, dead letters, replies), a dead-letter sink, a
+results collector playing the Broker, and the results service behind its Trigger (the page of
+every object's results, its URL printed as `results page:`). Everything is stopped and removed
+on exit, on error and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def register(groups: Any) -> None:
     demo.add_argument(
         "--keep-running",
         action="store_true",
-        help="after the summary, keep the stack up until Ctrl-C (like `up`)",
+        help="after the summary, keep the stack up until Ctrl-C (like `up`), with the results "
+        "page (its URL is the `results page:` line)",
     )
     _add_shared(demo)
     demo.set_defaults(run=run_demo)
@@ -99,8 +101,9 @@ def register(groups: Any) -> None:
         "up",
         help="start the whole pipeline locally and keep it running until Ctrl-C",
         description=__doc__
-        + "\n`up` starts the stack, prints how to upload your own files (aws s3 cp, boto3) "
-        "and how to curl a CloudEvent at each function, then prints every result until Ctrl-C.",
+        + "\n`up` starts the stack, prints the results page's URL, how to upload your own files "
+        "(aws s3 cp, boto3) and how to curl a CloudEvent at each function, then prints every "
+        "result until Ctrl-C.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     up.add_argument(

@@ -18,6 +18,8 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "cli.local",
     "cli.config_table",
     "cli.new_function",
+    "cli.check_cluster",
+    "cli.reconcile",
 )
 
 Runner = Callable[[argparse.Namespace], int]

@@ -8,7 +8,7 @@ Writes, from the templates in cli/templates/function/:
 - `tests/functions/test_<module>.py`: the handler in-process, a binary CloudEvent in;
 - `knative/base/NAME.yaml`: a Knative Service `NAME` (image `rgw-inference/NAME`) and a
   Subscription `NAME` to the Channel `rgw-events`, listed in knative/base/kustomization.yaml
-  (`resources` and `images`).
+  (`resources`); the image in knative/components/images (every build's image names and tag).
 
 Nothing else needs an edit: the image build, the image tests and the local runner find functions
 in `functions/*/` and `knative/base`. A bad or taken NAME is refused with one line and exit 2,
@@ -139,9 +139,7 @@ def _block_end(lines: list[str], key: str) -> int:
     try:
         start = lines.index(f"{key}:\n")
     except ValueError:
-        raise ScaffoldError(
-            f"knative/base/kustomization.yaml has no top-level `{key}:` list"
-        ) from None
+        raise ScaffoldError(f"the kustomization has no top-level `{key}:` list") from None
     end = start + 1
     while end < len(lines) and lines[end].startswith((" ", "-")):
         end += 1
@@ -151,31 +149,41 @@ def _block_end(lines: list[str], key: str) -> int:
     return end
 
 
-def register_in_kustomization(path: Path, names: Names) -> None:
-    """Add the manifest to `resources` and the image to `images`, keeping the file's comments."""
-    text = path.read_text()
-    current = yaml.safe_load(text)
-    tag = next(
-        (image.get("newTag") for image in current.get("images", []) if image.get("newTag")),
-        None,
-    )
-    lines = text.splitlines(keepends=True)
+def _lines(path: Path) -> list[str]:
+    lines = path.read_text().splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
+    return lines
+
+
+def register_in_kustomization(path: Path, images: Path, names: Names) -> None:
+    """Add the manifest to the base's `resources` and the image to the images component's
+    `images`, with the registry prefix and tag of the others, keeping the files' comments."""
+    current = yaml.safe_load(images.read_text())
+    other = next((image for image in current.get("images", []) if image.get("newTag")), None)
+    lines = _lines(path)
     at = _block_end(lines, "resources")
     lines.insert(at, f"  - {names.name}.yaml\n")
-    image = [f"  - name: rgw-inference/{names.name}\n"]
-    if tag is not None:
-        image.append(f'    newTag: "{tag}"\n')
-    at = _block_end(lines, "images")
-    lines[at:at] = image
-    updated = "".join(lines)
+    image_lines = _lines(images)
+    entry = [f"  - name: rgw-inference/{names.name}\n"]
+    if other is not None:
+        prefix = str(other.get("newName", other["name"])).removesuffix(
+            str(other["name"]).removeprefix("rgw-inference/")
+        )
+        entry.append(f"    newName: {prefix}{names.name}\n")
+        entry.append(f'    newTag: "{other["newTag"]}"\n')
+    at = _block_end(image_lines, "images")
+    image_lines[at:at] = entry
+    updated, updated_images = "".join(lines), "".join(image_lines)
     parsed: Any = yaml.safe_load(updated)
+    parsed_images: Any = yaml.safe_load(updated_images)
     if f"{names.name}.yaml" not in parsed.get("resources", []) or not any(
-        entry.get("name") == f"rgw-inference/{names.name}" for entry in parsed.get("images", [])
+        entry.get("name") == f"rgw-inference/{names.name}"
+        for entry in parsed_images.get("images", [])
     ):
-        raise ScaffoldError(f"could not add {names.name} to {path}: edit it by hand")
+        raise ScaffoldError(f"could not add {names.name} to {path} and {images}: edit by hand")
     path.write_text(updated)
+    images.write_text(updated_images)
 
 
 def scaffold(name: str, root: Path = REPO_ROOT) -> list[Path]:
@@ -194,8 +202,9 @@ def scaffold(name: str, root: Path = REPO_ROOT) -> list[Path]:
         marker.write_text("")
         written.append(marker)
     kustomization = layout.base / "kustomization.yaml"
-    register_in_kustomization(kustomization, layout.names)
-    written.append(kustomization)
+    images = layout.root / "knative" / "components" / "images" / "kustomization.yaml"
+    register_in_kustomization(kustomization, images, layout.names)
+    written += [kustomization, images]
     return written
 
 

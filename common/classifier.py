@@ -6,21 +6,42 @@ and the log line it wants; this module owns the rest of the flow, once:
     ObjectEvent -> bytes (RGW) -> labels (the model) -> log line, object tags, reply CloudEvent
 
 Removal events are acknowledged and ignored (there is nothing left to classify).
-"""
+
+Exactly-once effects (see `common.result_records`): the reply's id is the result's identity, and
+with RESULT_RECORDS (the default) each result is recorded in an object tag, read before anything
+else. So a duplicate (another replica, a restarted pod, RGW's second notification of one PUT, a
+reconciliation) costs one GetObjectTagging and is answered with the same result event, rebuilt from
+the record; an event for a version the object no longer has (overwritten since) is acknowledged with
+no result and a log line saying why."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from common.cloudevents_http import CloudEvent, new_event
 from common.env import Env, env_var
+from common.errors import EventError, Forbidden
+from common.events import ObjectEvent
+from common.result_records import (
+    RESULT_NAMESPACE,
+    Label,
+    ResultIdentity,
+    encode_record,
+    record_key,
+    records_in,
+    with_record,
+)
 from common.runtime import Delivery, Function
-from common.s3 import DownloadedObject, ObjectStore, S3Settings
+from common.s3 import DownloadedObject, ObjectStore, S3Settings, Stale
+
+__all__ = ["Classification", "ClassifierFunction", "Label", "ResultSettings"]
 
 # One project-wide prefix for the event types this project emits.
 EVENT_TYPE_PREFIX = "dev.rgwinference"
@@ -42,6 +63,14 @@ REPLY_EVENTS = env_var(
     RESULTS,
     "true",
 )
+RESULT_RECORDS = env_var(
+    "RESULT_RECORDS",
+    "Record each result on the object (one `rgwi:<model>` tag; needs s3:GetObjectTagging and "
+    "s3:PutObjectTagging) and read it before downloading: a duplicate event then costs one "
+    "metadata call and is answered with the same result event instead of a second Predict.",
+    RESULTS,
+    "true",
+)
 MAX_IMAGE_PIXELS = env_var(
     "MAX_IMAGE_PIXELS",
     "Largest decoded image (width x height) accepted; more is a decompression bomb and gets 413.",
@@ -56,6 +85,7 @@ class ResultSettings:
     tag_objects: bool = False
     reply_events: bool = True
     max_image_pixels: int = 40_000_000
+    result_records: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ResultSettings:
@@ -65,16 +95,8 @@ class ResultSettings:
             tag_objects=env.flag(TAG_OBJECTS),
             reply_events=env.flag(REPLY_EVENTS),
             max_image_pixels=env.integer(MAX_IMAGE_PIXELS, 1),
+            result_records=env.flag(RESULT_RECORDS),
         )
-
-
-@dataclass(frozen=True)
-class Label:
-    """One class with its score; `class_id` is the ImageNet index where the model has one."""
-
-    name: str
-    score: float
-    class_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,14 @@ class Classification:
     model: str
     labels: list[Label]
     latency_ms: float
+    result_id: str = ""
+    etag: str | None = None
+    model_id: str = ""  # name@version: part of the result's identity
+    # When each stage happened (ISO 8601, UTC): rgw_event_time, source_received,
+    # function_received, model_done. Per-hop latency is the difference of two.
+    stages: dict[str, str | None] = field(default_factory=dict)
+    trace_id: str | None = None
+    recorded: bool = False  # rebuilt from the object's result record (a duplicate event)
 
     def as_data(self) -> dict[str, Any]:
         data = asdict(self)
@@ -115,6 +145,10 @@ class ClassifierFunction(Function):
         top = result.labels[0] if result.labels else Label("(none)", 0.0)
         log.info(f"{top.name} {top.score:.6f}", extra=result_log_fields(result))
 
+    def model_id(self) -> str:
+        """The model's identity in results and records: `name@version` where it has one."""
+        return self.model_name
+
     def handle(self, delivery: Delivery) -> CloudEvent | None:
         assert self.store is not None, "start() was not called"
         results: list[Classification] = []
@@ -125,39 +159,156 @@ class ClassifierFunction(Function):
                     extra={"event_id": obj.event_id, "event_name": obj.event_name, "key": obj.key},
                 )
                 continue
-            started = time.perf_counter()
-            image = self.store.download(obj)
-            labels = self.classify(image)[: self.results.top_k]
-            result = Classification(
-                bucket=obj.bucket,
-                key=obj.key,
-                version_id=obj.version_id,
-                event_id=obj.event_id,
-                model=self.model_name,
-                labels=labels,
-                latency_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
-            self.log_result(result)
-            if self.results.tag_objects and labels:
-                self.store.put_tags(
-                    obj,
-                    {
-                        "classified-by": self.model_name,
-                        "label": labels[0].name,
-                        "score": f"{labels[0].score:.4f}",
-                    },
-                )
-            results.append(result)
+            result = self.handle_object(obj, delivery)
+            if result is not None:
+                self.log_result(result)
+                results.append(result)
         if not results or not self.results.reply_events:
             return None
         return self.reply(results)
+
+    def handle_object(self, obj: ObjectEvent, delivery: Delivery) -> Classification | None:
+        """One created object: its result (classified now or rebuilt from its record), or None
+        when the event is stale."""
+        assert self.store is not None
+        started = time.perf_counter()
+        model = self.model_id()
+        tags = self.read_record_tags(obj) if self.results.result_records else None
+        if tags is not None:
+            identity = self.identity(obj, model, obj.etag)
+            record = records_in(tags).get(model)
+            if record is not None and record.matches(identity) and identity.marker != "-":
+                return self.result(obj, delivery, identity, record.labels, started, recorded=True)
+        try:
+            image = self.store.download(obj, if_match=True)
+        except Stale as exc:
+            self.log_stale(obj, str(exc))
+            return None
+        identity = self.identity(obj, model, obj.etag or image.etag)
+        if tags is not None and not obj.etag:
+            # An event without an ETag (the legacy RGWEvent) is checked once the GET named it.
+            record = records_in(tags).get(model)
+            if record is not None and record.matches(identity):
+                return self.result(obj, delivery, identity, record.labels, started, recorded=True)
+        labels = self.classify(image)[: self.results.top_k]
+        result = self.result(obj, delivery, identity, labels, started, recorded=False)
+        self.write_record(obj, identity, labels, tags)
+        return result
+
+    def identity(self, obj: ObjectEvent, model: str, etag: str | None) -> ResultIdentity:
+        return ResultIdentity(obj.bucket, obj.key, obj.version_id, etag, model)
+
+    def read_record_tags(self, obj: ObjectEvent) -> dict[str, str] | None:
+        """The tags of the event's version (one GetObjectTagging), or None if they cannot be
+        read (no permission: the function then works as without records)."""
+        assert self.store is not None
+        self.store.check_bucket(obj.bucket)  # ALLOWED_BUCKETS stays a 403
+        try:
+            return self.store.get_tags(obj).tags
+        except Forbidden as exc:
+            log.warning("cannot read the result record", extra={"key": obj.key, "error": str(exc)})
+            return None
+
+    def write_record(
+        self,
+        obj: ObjectEvent,
+        identity: ResultIdentity,
+        labels: list[Label],
+        current: dict[str, str] | None,
+    ) -> None:
+        assert self.store is not None
+        display = {}
+        if self.results.tag_objects and labels:
+            display = {
+                "classified-by": self.model_name,
+                "label": labels[0].name,
+                "score": f"{labels[0].score:.4f}",
+            }
+        if not self.results.result_records or current is None:
+            if display:
+                self.store.put_tags(obj, display)
+            return
+        record = encode_record(identity.marker, labels)
+        tags = with_record(current, identity.model, record, display)
+        try:
+            self.store.put_tags(obj, tags)
+        except EventError as exc:
+            if display:
+                raise  # the tags were asked for (TAG_OBJECTS): let the channel retry
+            # The result stands without its record: a later duplicate is classified again and
+            # gets the same result id.
+            log.warning(
+                "result record not written",
+                extra={"key": obj.key, "tag": record_key(identity.model), "error": exc.message},
+            )
+
+    def result(
+        self,
+        obj: ObjectEvent,
+        delivery: Delivery,
+        identity: ResultIdentity,
+        labels: list[Label],
+        started: float,
+        recorded: bool,
+    ) -> Classification:
+        attributes = delivery.cloudevent.get_attributes()
+        stages: dict[str, str | None] = {
+            "rgw_event_time": _iso(obj.event_time),
+            "source_received": _text(attributes.get("sourcereceived")),
+            "function_received": _iso(delivery.received_at),
+            "model_done": None if recorded else _iso(datetime.now(UTC)),
+        }
+        return Classification(
+            bucket=obj.bucket,
+            key=obj.key,
+            version_id=obj.version_id,
+            event_id=obj.event_id,
+            model=self.model_name,
+            labels=labels,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            result_id=identity.result_id,
+            etag=identity.etag,
+            model_id=identity.model,
+            stages=stages,
+            trace_id=delivery.span.context.trace_id if delivery.span else None,
+            recorded=recorded,
+        )
+
+    def log_stale(self, obj: ObjectEvent, why: str) -> None:
+        log.info(
+            f"stale event, no result: {why}",
+            extra={
+                "event_id": obj.event_id,
+                "key": obj.key,
+                "etag": obj.etag,
+                "version_id": obj.version_id,
+                "sequencer": obj.sequencer,
+                "reason": "stale",
+            },
+        )
 
     def reply(self, results: list[Classification]) -> CloudEvent:
         source = f"/functions/{self.name}"
         if len(results) == 1:
             only = results[0]
-            return new_event(RESULT_EVENT_TYPE, source, only.as_data(), subject=only.key)
-        return new_event(RESULT_EVENT_TYPE, source, {"results": [r.as_data() for r in results]})
+            return new_event(
+                RESULT_EVENT_TYPE, source, only.as_data(), subject=only.key, event_id=only.result_id
+            )
+        # One reply for several objects: its id is derived from theirs, so it is stable too.
+        combined = str(uuid.uuid5(RESULT_NAMESPACE, "\0".join(r.result_id for r in results)))
+        data = {"results": [r.as_data() for r in results]}
+        return new_event(RESULT_EVENT_TYPE, source, data, event_id=combined)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def label_data(label: Label) -> dict[str, Any]:
@@ -176,4 +327,7 @@ def result_log_fields(result: Classification) -> dict[str, Any]:
         "model": result.model,
         "labels": [label_data(label) for label in result.labels],
         "latency_ms": result.latency_ms,
+        "result_id": result.result_id,
+        "etag": result.etag,
+        "recorded": result.recorded,
     }

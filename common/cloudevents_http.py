@@ -28,7 +28,14 @@ _JSON_CONTENT_TYPE = re.compile(r"^(application|text)/([a-zA-Z0-9.\-]+\+)?json\s
 _FORMAT = JSONFormat()
 _REQUIRED = ("id", "source", "type", "specversion")
 
-__all__ = ["BaseCloudEvent", "CloudEvent", "new_event", "parse_request", "to_binary_headers"]
+__all__ = [
+    "BaseCloudEvent",
+    "CloudEvent",
+    "new_event",
+    "parse_request",
+    "to_binary_headers",
+    "with_extensions",
+]
 
 
 def parse_request(headers: Mapping[str, str], body: bytes) -> BaseCloudEvent:
@@ -106,6 +113,13 @@ def new_event(
         attributes["subject"] = subject
     attributes.update(extensions or {})
     return CloudEvent(attributes, data)
+
+
+def with_extensions(event: BaseCloudEvent, extensions: Mapping[str, str]) -> BaseCloudEvent:
+    """The same event with these extension attributes set (CloudEvents are immutable)."""
+    if all(event.get_attributes().get(k) == v for k, v in extensions.items()):
+        return event
+    return CloudEvent({**event.get_attributes(), **extensions}, event.get_data())
 
 
 def to_binary_headers(event: BaseCloudEvent) -> tuple[dict[str, str], bytes]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
@@ -50,6 +50,9 @@ class ObjectEvent:
     size: int | None = None
     etag: str | None = None
     event_time: datetime | None = None
+    # RGW's (and S3's) `sequencer`: hex, ordering two events of one key (a later write has a
+    # greater value). Logged with stale events; not part of what the event *is* (equality).
+    sequencer: str | None = field(default=None, compare=False)
 
     @property
     def created(self) -> bool:
@@ -156,6 +159,7 @@ def _from_s3_record(record: Any, event_id: str, index: int) -> ObjectEvent:
         size=size if size is None or size >= 0 else None,
         etag=etag.strip('"') if etag else None,
         event_time=_time(_field(record, "eventTime", str, required=False)),
+        sequencer=_field(record, "s3.object.sequencer", str, required=False) or None,
     )
 
 

@@ -13,30 +13,29 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from threading import Lock
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from common.cloudevents_http import BaseCloudEvent, parse_request, to_binary_headers
+from common.cloudevents_http import (
+    BaseCloudEvent,
+    parse_request,
+    to_binary_headers,
+    with_extensions,
+)
 from common.env import ConfigError, Env, env_var
-from common.errors import EventError, TooLarge
+from common.errors import EventError
 from common.events import ObjectEvent, parse_object_events
 from common.logs import configure_logging
+from common.runtime_support import Metrics, RecentIds, read_body
+from common.tracing import Span, Tracer, current_span, install_log_filter, traceparent_of
 
 log = logging.getLogger("function")
 T = TypeVar("T")
@@ -70,6 +69,18 @@ DEDUP_WINDOW = env_var(
     RUNTIME,
     "10000",
 )
+OTLP_ENDPOINT = env_var(
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTLP/HTTP collector base URL: each event's span goes to <URL>/v1/traces (needs the optional "
+    "opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http). Unset: nothing is exported "
+    "and the SDK is not imported; trace context still flows through the events.",
+    RUNTIME,
+)
+OTEL_SERVICE_NAME = env_var(
+    "OTEL_SERVICE_NAME",
+    "service.name of the exported spans (default: the function's name).",
+    RUNTIME,
+)
 K_SERVICE = env_var("K_SERVICE", "Set by Knative: service name, added to log lines.", RUNTIME)
 K_REVISION = env_var("K_REVISION", "Set by Knative: revision name, added to log lines.", RUNTIME)
 K_CONFIGURATION = env_var(
@@ -85,6 +96,8 @@ class RuntimeSettings:
     max_event_bytes: int = 1024 * 1024
     max_records_per_event: int = 100
     dedup_window: int = 10000
+    otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
     k_service: str | None = None
     k_revision: str | None = None
     k_configuration: str | None = None
@@ -102,10 +115,18 @@ class RuntimeSettings:
             max_event_bytes=env.integer(MAX_EVENT_BYTES, 1024),
             max_records_per_event=env.integer(MAX_RECORDS_PER_EVENT, 1),
             dedup_window=env.integer(DEDUP_WINDOW, 0),
+            otlp_endpoint=_http_url(env.string(OTLP_ENDPOINT)),
+            otel_service_name=env.string(OTEL_SERVICE_NAME),
             k_service=env.string(K_SERVICE),
             k_revision=env.string(K_REVISION),
             k_configuration=env.string(K_CONFIGURATION),
         )
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{OTLP_ENDPOINT.name}: expected an http(s) URL, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,8 @@ class Delivery:
 
     cloudevent: BaseCloudEvent
     objects: list[ObjectEvent]
+    received_at: datetime | None = None  # when the runtime got the request (UTC)
+    span: Span | None = None  # this function's span: same trace as the event, a new span id
 
     @property
     def event_id(self) -> str:
@@ -153,80 +176,22 @@ class Function:
         raise NotImplementedError
 
 
-@dataclass
-class Metrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        # The *_created series only add noise for counters like these.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.received = Counter(
-            "cloudevents_received", "CloudEvents received on POST /", registry=self.registry
-        )
-        self.handled = Counter(
-            "cloudevents_handled", "CloudEvents handled with a 2xx answer", registry=self.registry
-        )
-        self.failed = Counter(
-            "cloudevents_failed",
-            "CloudEvents answered with an error, by status and reason",
-            ["status", "reason"],
-            registry=self.registry,
-        )
-        self.duplicates = Counter(
-            "cloudevents_duplicates",
-            "Redelivered CloudEvents dropped by id",
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "cloudevent_handle_seconds",
-            "Time from request to answer",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
-        )
-
-
-class RecentIds:
-    """A bounded set of recently handled (source, id) pairs: at-least-once in, once out."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._lock = Lock()
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        with self._lock:
-            return key in self._ids
-
-    def add(self, key: tuple[str, str]) -> None:
-        if self._capacity == 0:
-            return
-        with self._lock:
-            self._ids[key] = None
-            self._ids.move_to_end(key)
-            while len(self._ids) > self._capacity:
-                self._ids.popitem(last=False)
-
-
 def _error_response(exc: EventError, event_id: str | None) -> JSONResponse:
     body: dict[str, Any] = {"error": exc.code, "message": exc.message}
     if event_id:
         body["event_id"] = event_id
-    return JSONResponse(body, status_code=exc.status)
+    return JSONResponse(body, status_code=exc.status, headers=_trace_headers(body))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with TooLarge (413) past `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"request body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _trace_headers(body: dict[str, Any] | None = None) -> dict[str, str]:
+    """The span's traceparent on an answer; on an error, in its body too, which Knative copies
+    into the dead letter (`knativeerrordata`), so a dead letter names the trace it ended."""
+    span = current_span()
+    if span is None:
+        return {}
+    if body is not None:
+        body["traceparent"] = span.context.header()
+    return {"traceparent": span.context.header()}
 
 
 def configured(build: Callable[[], T]) -> T:
@@ -245,13 +210,16 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
         runtime.log_level,
         {"service": runtime.k_service or "", "revision": runtime.k_revision or ""},
     )
+    install_log_filter()
     function = configured(factory)
+    tracer = Tracer(runtime.otel_service_name or function.name, runtime.otlp_endpoint)
     metrics = Metrics()
     recent = RecentIds(runtime.dedup_window)
     state = {"started": False}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tracer.start()
         await run_in_threadpool(function.start)
         state["started"] = True
         log.info("function started", extra={"function": function.name})
@@ -260,12 +228,18 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
         finally:
             state["started"] = False
             await run_in_threadpool(function.stop)
+            tracer.stop()
             log.info("function stopped", extra={"function": function.name})
 
     app = FastAPI(title=function.name, lifespan=lifespan, docs_url=None, redoc_url=None)
 
     async def receive(request: Request) -> Response:
+        with ExitStack() as scope:
+            return await handle_request(request, scope)
+
+    async def handle_request(request: Request, scope: ExitStack) -> Response:
         started = time.perf_counter()
+        received_at = datetime.now(UTC)
         metrics.received.inc()
         event_id: str | None = None
         fields: dict[str, Any] = {}
@@ -274,13 +248,24 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
             event = parse_request(request.headers, body)
             event_id = event.get_id()
             fields = {"event_id": event_id, "event_type": event.get_type()}
+            # The span stays current (log lines, the answer's traceparent) until the answer.
+            span = scope.enter_context(
+                tracer.span(
+                    f"{function.name} {event.get_type()}",
+                    traceparent_of(event.get_attributes()),
+                    {
+                        "cloudevents.event_id": event_id,
+                        "cloudevents.event_source": event.get_source(),
+                    },
+                )
+            )
             dedup_key = (event.get_source(), event_id)
             if dedup_key in recent:
                 metrics.duplicates.inc()
                 log.info("duplicate event dropped", extra=fields)
-                return Response(status_code=200)
+                return Response(status_code=200, headers=_trace_headers())
             objects = parse_object_events(event.get_data(), event_id, runtime.max_records_per_event)
-            delivery = Delivery(event, objects)
+            delivery = Delivery(event, objects, received_at, span)
             if function.blocking:
                 reply = await run_in_threadpool(function.handle, delivery)
             else:
@@ -306,7 +291,9 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
         # The function logs its own line per object; this summary is for debugging only.
         log.debug("event handled", extra={**fields, "status": 200, **_elapsed(started)})
         if reply is None:
-            return Response(status_code=200)
+            return Response(status_code=200, headers=_trace_headers())
+        # The reply continues the trace: this function's span is its parent.
+        reply = with_extensions(reply, {"traceparent": span.context.header()})
         headers, payload = to_binary_headers(reply)
         return Response(content=payload, status_code=200, headers=headers)
 

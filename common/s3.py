@@ -145,6 +145,12 @@ def make_sns_client(settings: S3Settings) -> SNSClient:
 
 
 @dataclass(frozen=True)
+class ObjectTags:
+    tags: dict[str, str]
+    version_id: str | None  # the version RGW answered for (None: unversioned bucket)
+
+
+@dataclass(frozen=True)
 class DownloadedObject:
     bucket: str
     key: str
@@ -170,11 +176,21 @@ class ObjectStore:
         if allowed and bucket not in allowed:
             raise Forbidden(f"bucket {bucket!r} is not in ALLOWED_BUCKETS")
 
-    def download(self, obj: ObjectEvent) -> DownloadedObject:
-        """The object's bytes; TooLarge before reading anything when it is over the cap."""
+    def download(self, obj: ObjectEvent, if_match: bool = False) -> DownloadedObject:
+        """The object's bytes; TooLarge before reading anything when it is over the cap.
+
+        With `if_match`, an event for a version the object no longer has raises `Stale`
+        before a byte of the body is read: in a versioned bucket the GET asks for the current
+        version and compares its version id with the event's; else, with an ETag in the event,
+        RGW answers 412 when the object now holds other content (overwritten since).
+        """
         self.check_bucket(obj.bucket)
         cap = self._settings.max_object_bytes
-        version: dict[str, Any] = {"VersionId": obj.version_id} if obj.version_id else {}
+        version: dict[str, Any] = {}
+        if obj.version_id and not if_match:
+            version["VersionId"] = obj.version_id
+        elif if_match and obj.etag and not obj.version_id:
+            version["IfMatch"] = f'"{obj.etag}"'
         where = f"s3://{obj.bucket}/{obj.key}"
         try:
             # One GET: its Content-Length is checked before a byte of the body is read, and the
@@ -183,6 +199,15 @@ class ObjectStore:
             # small objects ~40 ms slower; no HEAD first: it would double the round trips.)
             response = self._client.get_object(Bucket=obj.bucket, Key=obj.key, **version)
             body = response["Body"]
+            current = response.get("VersionId")
+            moved = (
+                current != obj.version_id
+                if current
+                else bool(obj.etag) and obj.etag != _etag(response)
+            )
+            if if_match and obj.version_id and moved:
+                body.close()
+                raise Stale(f"{where}: the current version is {current}, not {obj.version_id}")
             size = int(response.get("ContentLength", 0))
             if size > cap:
                 body.close()
@@ -191,6 +216,8 @@ class ObjectStore:
             if len(data) > cap:
                 body.close()  # do not drain the rest; the connection is dropped instead
         except ClientError as exc:
+            if _status(exc) == 412:
+                raise Stale(f"{where} no longer has ETag {obj.etag}") from None
             raise _map_client_error(exc, where) from None
         except (ConnectionError, ReadTimeoutError, BotoCoreError) as exc:
             raise TransientError(f"RGW unreachable while reading {where}: {exc}") from None
@@ -201,9 +228,26 @@ class ObjectStore:
             key=obj.key,
             version_id=obj.version_id,
             content_type=response.get("ContentType"),
-            etag=str(response.get("ETag", "")).strip('"') or None,
+            etag=_etag(response),
             data=data,
         )
+
+    def get_tags(self, obj: ObjectEvent) -> ObjectTags:
+        """The tag set of the event's version and the version id RGW names in its answer: one
+        metadata call, no body."""
+        self.check_bucket(obj.bucket)
+        version: dict[str, Any] = {"VersionId": obj.version_id} if obj.version_id else {}
+        where = f"s3://{obj.bucket}/{obj.key}"
+        try:
+            response = self._client.get_object_tagging(Bucket=obj.bucket, Key=obj.key, **version)
+        except ClientError as exc:
+            raise _map_client_error(exc, where) from None
+        except (ConnectionError, ReadTimeoutError, BotoCoreError) as exc:
+            raise TransientError(
+                f"RGW unreachable while reading the tags of {where}: {exc}"
+            ) from None
+        tags = {t["Key"]: t["Value"] for t in response.get("TagSet", [])}
+        return ObjectTags(tags, response.get("VersionId") or None)
 
     def put_tags(self, obj: ObjectEvent, tags: Mapping[str, str]) -> None:
         """Replace the object's tag set (S3 allows 10 tags, 128-char keys, 256-char values)."""
@@ -220,6 +264,18 @@ class ObjectStore:
             raise _map_client_error(exc, where) from None
         except (ConnectionError, ReadTimeoutError, BotoCoreError) as exc:
             raise TransientError(f"RGW unreachable while tagging {where}: {exc}") from None
+
+
+def _etag(response: Mapping[str, Any]) -> str | None:
+    return str(response.get("ETag", "")).strip('"') or None
+
+
+class Stale(Exception):
+    """The event names a version of the object RGW no longer holds (overwritten since)."""
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
 _GONE = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "404", "NotFound"}

@@ -125,10 +125,17 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> npt.NDArray[Any]:
 
 def from_numpy(array: npt.ArrayLike) -> tensor_pb2.TensorProto:
     """A numpy array (or nested list / bytes sequence) as a TensorProto."""
+    proto = tensor_pb2.TensorProto()
+    fill_tensor(proto, array)
+    return proto
+
+
+def fill_tensor(proto: tensor_pb2.TensorProto, array: npt.ArrayLike) -> None:
+    """Write an array into `proto` in place, e.g. `request.inputs["images"]`: building a separate
+    TensorProto and `CopyFrom`-ing it would copy the values once more."""
     values = np.asarray(array)
-    proto = tensor_pb2.TensorProto(
-        dtype=dtype_enum(values.dtype), tensor_shape=shape_proto(values.shape)
-    )
+    proto.dtype = dtype_enum(values.dtype)
+    proto.tensor_shape.CopyFrom(shape_proto(values.shape))
     if proto.dtype == types_pb2.DT_STRING:
         proto.string_val.extend(
             item if isinstance(item, bytes) else str(item).encode() for item in values.reshape(-1)
@@ -136,7 +143,20 @@ def from_numpy(array: npt.ArrayLike) -> tensor_pb2.TensorProto:
     else:
         little_endian = values.astype(values.dtype.newbyteorder("<"), copy=False)
         proto.tensor_content = np.ascontiguousarray(little_endian).tobytes()
-    return proto
+
+
+def fill_pixels(
+    proto: tensor_pb2.TensorProto, rgb: bytes, shape: tuple[int, ...], dtype: int
+) -> None:
+    """A uint8 RGB buffer (Pillow's `tobytes()`, HWC order) as a DT_UINT8 tensor of `shape`,
+    without passing through numpy: the bytes become `tensor_content` as they are."""
+    if dtype != types_pb2.DT_UINT8:
+        raise TensorConversionError(f"fill_pixels writes DT_UINT8, not {dtype_name(dtype)}")
+    if len(rgb) != math.prod(shape):
+        raise TensorConversionError(f"{len(rgb)} bytes do not fill shape {list(shape)}")
+    proto.dtype = dtype
+    proto.tensor_shape.CopyFrom(shape_proto(shape))
+    proto.tensor_content = rgb
 
 
 @dataclass(frozen=True)

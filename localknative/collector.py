@@ -23,6 +23,11 @@ It keeps what arrives in one of two ways, and writes each line to `--out` and fl
   what tests point RGW, the source or the dispatcher at to see exactly what they send, and to
   make them retry (testkit.sink reads the file).
 
+With `--forward URL` each event it kept is also delivered on to URL, as it came (same headers
+and body), after the answer: what the Broker does for its Trigger's subscriber (the results
+service, for the results; its dead-letter endpoint, for the dead letters). A failed delivery
+is retried (5 times, 0.2 s doubling, as the manifests' delivery policy says) and then logged.
+
 Without `--out` nothing is written: a bare sink that reads the body and answers (the ceiling in
 benchmarks/bench_receiver.py, served as `localknative.collector:bare_sink`).
 
@@ -54,6 +59,8 @@ from common.logs import configure_logging
 log = logging.getLogger("collector")
 
 CONTROL_PREFIX = "/_control/"
+FORWARD_RETRIES = 5
+FORWARD_BACKOFF_S = 0.2
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -129,8 +136,11 @@ class Sink:
         requests: bool = False,
         status: int = 200,
         delay: float = 0.0,
+        forward: str | None = None,
     ) -> None:
         self.out = out
+        self.forward = forward
+        self._forwarding: set[asyncio.Task[None]] = set()
         self.role = role
         self.reply_type = reply_type
         self.requests = requests
@@ -166,7 +176,35 @@ class Sink:
             for name, value in headers:
                 first.setdefault(name, value)
             answer = self._event(path, first, body)
+            if self.forward is not None and answer.status < 300:
+                task = asyncio.get_running_loop().create_task(self._deliver(first, body))
+                self._forwarding.add(task)
+                task.add_done_callback(self._forwarding.discard)
         await _respond(send, answer)
+
+    async def _deliver(self, headers: dict[str, str], body: bytes) -> None:
+        """POST the event on to `forward`, retrying connection errors and 5xx answers."""
+        import httpx
+
+        assert self.forward is not None
+        wanted = {k: v for k, v in headers.items() if k.startswith("ce-") or k == "content-type"}
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            for attempt in range(FORWARD_RETRIES + 1):
+                try:
+                    answer = await client.post(self.forward, headers=wanted, content=body)
+                    if answer.status_code < 500:
+                        if answer.status_code >= 300:
+                            log.warning(
+                                f"{self.role}: {self.forward} refused an event",
+                                extra={"status": answer.status_code, "answer": answer.text[:300]},
+                            )
+                        return
+                    why = f"HTTP {answer.status_code}"
+                except httpx.HTTPError as exc:
+                    why = f"{type(exc).__name__}: {exc}"
+                if attempt < FORWARD_RETRIES:
+                    await asyncio.sleep(FORWARD_BACKOFF_S * 2**attempt)
+        log.error(f"{self.role}: could not deliver an event to {self.forward}: {why}")
 
     def _write(self, entry: dict[str, Any]) -> None:
         assert self.out is not None
@@ -273,11 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--status", type=int, default=200, help="with --requests: the answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait to answer")
+    parser.add_argument("--forward", metavar="URL", help="deliver each kept event on to URL")
     args = parser.parse_args(argv)
     configure_logging("INFO", {"service": args.role})
     with contextlib.ExitStack() as files:
         out = files.enter_context(args.out.open("a", encoding="utf-8")) if args.out else None
-        app = Sink(out, args.role, args.reply_type, args.requests, args.status, args.delay)
+        app = Sink(
+            out, args.role, args.reply_type, args.requests, args.status, args.delay, args.forward
+        )
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0
 

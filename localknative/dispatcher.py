@@ -51,7 +51,7 @@ from starlette.routing import Route
 from common.cloudevents_http import parse_request
 from common.errors import InvalidCloudEvent, TooLarge
 from common.logs import configure_logging
-from common.runtime import read_body
+from common.runtime_support import read_body
 from localknative.delivery import DEFAULT_ATTEMPT_TIMEOUT, Dispatcher, EventAttributes
 from localknative.poster import Message, Poster
 from localknative.routing import Bindings, plan_channel, split_point

@@ -26,6 +26,7 @@ from localknative.parts import (
     start_collector,
     start_function,
     start_modelserver,
+    start_results_service,
 )
 from localknative.routing import Bindings, plan_channel
 from localknative.topology import Topology, load_topology
@@ -79,7 +80,8 @@ class Endpoints:
     audit_subscriptions: frozenset[str] = frozenset()  # no reply: deliveries to take note of
     dispatcher: str = ""
     source: str = ""
-    results: str = ""
+    results: str = ""  # the Broker (a recording collector)
+    results_page: str = ""  # the results service behind the Broker's Trigger: the page
     dead_letters: str = ""
     vision_key: str = ""
     record: Path = Path()  # the dispatcher's outcomes
@@ -186,8 +188,17 @@ def start_stack(stack: Stack, options: DemoOptions, say: Callable[[str], None]) 
         roles=roles,
         audit_subscriptions=audit_subscriptions(topology),
     )
-    endpoints.dead_letters, endpoints.dead_letters_log = start_collector(stack, "dead-letters")
-    endpoints.results, endpoints.results_log = start_collector(stack, "results")
+    # The results service first: the Broker (the results collector) delivers each result on to
+    # it as Trigger `results` says, and the dead-letter sink each dead letter, so the page shows
+    # both while the demo still reads the collectors' recordings.
+    endpoints.results_page = start_results_service(stack, rgw)
+    endpoints.dead_letters, endpoints.dead_letters_log = start_collector(
+        stack, "dead-letters", forward=f"{endpoints.results_page}/dead-letters"
+    )
+    endpoints.results, endpoints.results_log = start_collector(
+        stack, "results", forward=f"{endpoints.results_page}/"
+    )
+    say(f"results page: {endpoints.results_page}/ (JSON: {endpoints.results_page}/api/results)")
     # Ports first, so that a function's env may name another function's address.
     ports = {spec.name: free_port() for spec in functions}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}

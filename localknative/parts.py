@@ -67,19 +67,40 @@ def start_function(stack: Stack, spec: FunctionSpec, port: int, env: dict[str, s
     return url
 
 
-def start_collector(stack: Stack, role: str) -> tuple[str, Path]:
+def start_collector(stack: Stack, role: str, forward: str | None = None) -> tuple[str, Path]:
+    """A recording sink (the Broker, the dead-letter sink); `forward` is where it delivers each
+    event on to, as the Broker delivers to its Trigger's subscriber."""
     port = free_port()
     out = stack.work_dir / f"{role}.jsonl"
     url = f"http://127.0.0.1:{port}"
+    argv = stack.python_module(
+        "localknative.collector", "--port", str(port), "--out", str(out), "--role", role
+    )
+    if forward is not None:
+        argv += ["--forward", forward]
+    stack.start(role, argv, ready=ready_http(f"{url}/healthz"), url=url)
+    return url, out
+
+
+def start_results_service(stack: Stack, rgw: Rgw) -> str:
+    """The results service (`python -m results`), the Knative Service `results`: its database
+    is an SQLite file of this run, its thumbnails come from the run's RGW."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **rgw.env(),
+        "DATABASE_URL": f"sqlite:///{stack.work_dir / 'results.db'}",
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+    }
     stack.start(
-        role,
-        stack.python_module(
-            "localknative.collector", "--port", str(port), "--out", str(out), "--role", role
-        ),
-        ready=ready_http(f"{url}/healthz"),
+        "results-service",
+        stack.python_module("results"),
+        ready=ready_http(f"{url}/health/readiness"),
+        env=env,
         url=url,
     )
-    return url, out
+    return url
 
 
 def setup_notifications(rgw: Rgw, endpoint: str, persistent: bool, amqp: bool) -> None:

@@ -65,7 +65,7 @@ def convert_main(argv: Sequence[str]) -> int:
 
 def serve(config: ServerConfig) -> int:
     started = time.perf_counter()
-    registry = ModelRegistry(config.cache_dir, config.intra_op_threads)
+    registry = ModelRegistry(config.cache_dir, config.intra_op_threads, config.batching)
     for spec in config.models:
         registry.load(spec)
     grpc_server, grpc_port = start_grpc_server(
@@ -110,6 +110,7 @@ def serve(config: ServerConfig) -> int:
             stop.wait()
     finally:
         grpc_server.stop(GRPC_GRACE_SECONDS).wait()
+        registry.close()
         log.info("stopped")
     return 0
 

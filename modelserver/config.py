@@ -16,6 +16,7 @@ from pathlib import Path
 
 from common.env import ConfigError, Env
 from modelserver import settings
+from modelserver.batching import BatchingParameters, read_batching_parameters
 from modelserver.registry import KINDS, ModelSpec
 
 DEFAULT_MODELS = (
@@ -55,6 +56,7 @@ class ServerConfig:
     vision_api_key: str | None
     vision_model: str
     log_level: str
+    batching: BatchingParameters | None = None
 
 
 def _port(value: int, what: str) -> int:
@@ -113,7 +115,46 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--vision_model", default=env.required_str(settings.VISION_MODEL))
     parser.add_argument("--log_level", default=env.required_str(settings.LOG_LEVEL))
+    parser.add_argument(
+        "--enable_batching",
+        nargs="?",
+        const=True,
+        default=env.flag(settings.ENABLE_BATCHING),
+        type=_flag_value,
+        metavar="true|false",
+        help="batch concurrent Predicts of one model (TF Serving's flag; bare = true)",
+    )
+    parser.add_argument(
+        "--batching_parameters_file",
+        type=Path,
+        default=env.string(settings.BATCHING_PARAMETERS_FILE),
+        help="BatchingParameters text proto: max_batch_size, batch_timeout_micros, "
+        "max_enqueued_batches, num_batch_threads, allowed_batch_sizes",
+    )
     return parser
+
+
+def _flag_value(value: str) -> bool:
+    """TF Serving's boolean flags: `--enable_batching`, `--enable_batching=false`."""
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _batching(args: argparse.Namespace) -> BatchingParameters | None:
+    if not args.enable_batching:
+        if args.batching_parameters_file:
+            raise ConfigError(
+                "--batching_parameters_file is only read with --enable_batching "
+                "(MODELSERVER_ENABLE_BATCHING=true)"
+            )
+        return None
+    if args.batching_parameters_file:
+        return read_batching_parameters(Path(args.batching_parameters_file))
+    return BatchingParameters()
 
 
 def _vision_key(flag: str | None, environ: Mapping[str, str]) -> str | None:
@@ -193,6 +234,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> S
         vision_api_key=_vision_key(args.vision_api_key, env),
         vision_model=args.vision_model,
         log_level=str(args.log_level).upper(),
+        batching=_batching(args),
     )
 
 

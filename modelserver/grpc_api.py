@@ -24,6 +24,7 @@ from tensorflow_serving.apis import (
 )
 
 from common.tensors import TensorConversionError, from_numpy, to_numpy
+from modelserver.batching import BatchQueueFull
 from modelserver.metadata import SIGNATURE_DEF_FIELD, signature_def_map
 from modelserver.registry import (
     DEFAULT_SIGNATURE,
@@ -64,6 +65,8 @@ def _errors_as_status(
             _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
         except (InvalidInputError, TensorConversionError) as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except BatchQueueFull as exc:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception as exc:
             if isinstance(exc, grpc.RpcError):
                 raise

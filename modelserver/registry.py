@@ -11,7 +11,8 @@ Model kinds:
   `probabilities` [N, 1001] with index 0 = background and `classes` [N] in 1..1000.
 
 onnxruntime's `InferenceSession.run` is thread-safe, so concurrent requests run in parallel
-against one session per architecture; there is no lock around predict.
+against one session per architecture; there is no lock around predict. With batching on
+(`modelserver.batching`), concurrent requests to one session share one run instead.
 """
 
 from __future__ import annotations
@@ -25,28 +26,50 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from tensorflow.core.framework import types_pb2
 
 from common.errors import NotAnImage, TooLarge
 from common.images import preprocess, preprocess_array
-from common.tensors import TensorConversionError, TensorSpec, dtype_enum, dtype_name, numpy_dtype
 from modelserver import graphs
+from modelserver.batching import Batcher, BatchingParameters
 from modelserver.convert import ARCHITECTURES, Architecture, ensure_onnx
+from modelserver.signature_defs import (
+    DEFAULT_SIGNATURE,
+    IMAGE_BYTES_INPUT,
+    IMAGE_BYTES_SIGNATURE,
+    IMAGES_SIGNATURE,
+    IMAGES_UINT8_SIGNATURE,
+    MAX_BATCH,
+    PREDICT_METHOD,
+    UINT8_SIGNATURE,
+    InvalidInputError,
+    Signature,
+    validate_inputs,
+)
+
+# Re-exported: the data planes and the tests import these from here.
+__all__ = [
+    "DEFAULT_SIGNATURE",
+    "MAX_BATCH",
+    "PREDICT_METHOD",
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "ModelRegistry",
+    "ModelSpec",
+    "ServedModel",
+    "Signature",
+    "pixels_from_array",
+    "pixels_from_bytes",
+    "run_session",
+    "session_options",
+]
 
 log = logging.getLogger("modelserver.registry")
 
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-MAX_BATCH = 64
 KINDS = ("mobilenet_v2", "efficientnet_lite0", "image_bytes")
 
 
 class ModelNotFoundError(LookupError):
     """Unknown model name, version or signature (NOT_FOUND / HTTP 404)."""
-
-
-class InvalidInputError(ValueError):
-    """Request does not fit the signature (INVALID_ARGUMENT / HTTP 400)."""
 
 
 # Refuse decompression bombs before Pillow allocates them (the functions' MAX_IMAGE_PIXELS).
@@ -72,40 +95,6 @@ def pixels_from_array(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     size = graphs.IMAGE_SIZE
     pixels: npt.NDArray[np.uint8] = preprocess_array(rgb, size, size, "uint8")[0]
     return pixels
-
-
-@dataclass(frozen=True)
-class Signature:
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    method_name: str = PREDICT_METHOD
-
-    def input(self, name: str) -> TensorSpec:
-        return next(spec for spec in self.inputs if spec.name == name)
-
-
-IMAGES_SIGNATURE = Signature(
-    inputs=(
-        TensorSpec(
-            graphs.INPUT_NAME,
-            types_pb2.DT_FLOAT,
-            (-1, graphs.IMAGE_SIZE, graphs.IMAGE_SIZE, 3),
-            (types_pb2.DT_FLOAT, types_pb2.DT_UINT8),
-        ),
-    ),
-    outputs=(
-        TensorSpec(graphs.PROBABILITIES, types_pb2.DT_FLOAT, (-1, 1000)),
-        TensorSpec(graphs.CLASSES, types_pb2.DT_INT64, (-1,)),
-    ),
-)
-IMAGE_BYTES_INPUT = "image_bytes"
-IMAGE_BYTES_SIGNATURE = Signature(
-    inputs=(TensorSpec(IMAGE_BYTES_INPUT, types_pb2.DT_STRING, (-1,)),),
-    outputs=(
-        TensorSpec(graphs.PROBABILITIES, types_pb2.DT_FLOAT, (-1, 1001)),
-        TensorSpec(graphs.CLASSES, types_pb2.DT_INT64, (-1,)),
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -142,11 +131,22 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
     return options
 
 
+def run_session(
+    session: ort.InferenceSession, pixels: npt.NDArray[np.float32]
+) -> list[npt.NDArray[Any]]:
+    """One run of an image classifier's graph: [probabilities, classes]."""
+    outputs: list[npt.NDArray[Any]] = session.run(
+        [graphs.PROBABILITIES, graphs.CLASSES], {graphs.INPUT_NAME: pixels}
+    )
+    return outputs
+
+
 @dataclass
 class ServedModel:
     spec: ModelSpec
     session: ort.InferenceSession
     signatures: dict[str, Signature] = field(default_factory=dict)
+    batcher: Batcher | None = None
 
     @property
     def name(self) -> str:
@@ -190,9 +190,10 @@ class ServedModel:
 
     def _run(self, images: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
         pixels = images if images.dtype == np.float32 else images.astype(np.float32)
-        probabilities, classes = self.session.run(
-            [graphs.PROBABILITIES, graphs.CLASSES], {graphs.INPUT_NAME: pixels}
-        )
+        if self.batcher is not None:
+            probabilities, classes = self.batcher.run(pixels)
+        else:
+            probabilities, classes = run_session(self.session, pixels)
         return {graphs.PROBABILITIES: probabilities, graphs.CLASSES: classes}
 
     def _predict_image_bytes(self, encoded: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
@@ -212,71 +213,23 @@ class ServedModel:
         }
 
 
-def validate_inputs(
-    signature: Signature, inputs: Mapping[str, npt.NDArray[Any]]
-) -> dict[str, npt.NDArray[Any]]:
-    """Check names, dtypes and shapes against the signature; messages say what was expected."""
-    expected = {spec.name for spec in signature.inputs}
-    given = set(inputs)
-    if given != expected:
-        wanted = ", ".join(_describe(spec) for spec in signature.inputs)
-        missing = sorted(expected - given)
-        extra = sorted(given - expected)
-        problems = []
-        if missing:
-            problems.append(f"missing {missing}")
-        if extra:
-            problems.append(f"unexpected {extra}")
-        raise InvalidInputError(
-            f"input names do not match the signature ({'; '.join(problems)}); "
-            f"expected inputs: {wanted}"
-        )
-    checked: dict[str, npt.NDArray[Any]] = {}
-    for spec in signature.inputs:
-        array = inputs[spec.name]
-        if array.dtype not in [numpy_dtype(d) for d in spec.accepts()]:
-            raise InvalidInputError(
-                f"input '{spec.name}' has dtype {_dtype_name(array.dtype)}, expected "
-                f"{' or '.join(dtype_name(d) for d in spec.accepts())}"
-            )
-        shape = spec.shape or ()
-        shape_ok = array.ndim == len(shape) and all(
-            want == -1 or want == got for want, got in zip(shape, array.shape, strict=True)
-        )
-        if not shape_ok:
-            raise InvalidInputError(
-                f"input '{spec.name}' has shape {list(array.shape)}, expected {list(shape)} "
-                "(-1 = any batch size)"
-            )
-        if array.shape[0] < 1 or array.shape[0] > MAX_BATCH:
-            raise InvalidInputError(
-                f"input '{spec.name}' has batch size {array.shape[0]}, expected 1..{MAX_BATCH}"
-            )
-        checked[spec.name] = array
-    return checked
-
-
-def _dtype_name(dtype: np.dtype[Any]) -> str:
-    try:
-        return dtype_name(dtype_enum(dtype))
-    except TensorConversionError:
-        return str(dtype)
-
-
-def _describe(spec: TensorSpec) -> str:
-    """`images (float32/uint8 [-1, 224, 224, 3])`, for messages about a request."""
-    names = ["string" if d == types_pb2.DT_STRING else str(numpy_dtype(d)) for d in spec.accepts()]
-    return f"{spec.name} ({'/'.join(names)} {list(spec.shape or ())})"
-
-
 class ModelRegistry:
     """All served models, loaded up front; models of one architecture share a session."""
 
-    def __init__(self, cache_dir: Path, intra_op_threads: int) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        intra_op_threads: int,
+        batching: BatchingParameters | None = None,
+    ) -> None:
         self.cache_dir = cache_dir
         self.intra_op_threads = intra_op_threads
+        self.batching = batching
         self._models: dict[str, dict[int, ServedModel]] = {}
         self._sessions: dict[tuple[str, Path | None], ort.InferenceSession] = {}
+        # One queue per session: every model on that session (e.g. mobilenet_v2 and the
+        # image_bytes model behind it) shares its runs.
+        self._batchers: dict[tuple[str, Path | None], Batcher] = {}
 
     def load(self, spec: ModelSpec) -> ServedModel:
         key = (spec.architecture.name, spec.weights_path)
@@ -295,11 +248,43 @@ class ModelRegistry:
                 "built" if converted.built else "cache",
                 converted.path,
             )
-        signature = IMAGE_BYTES_SIGNATURE if spec.kind == "image_bytes" else IMAGES_SIGNATURE
-        model = ServedModel(spec, session, {DEFAULT_SIGNATURE: signature})
+        signatures = (
+            {DEFAULT_SIGNATURE: IMAGE_BYTES_SIGNATURE}
+            if spec.kind == "image_bytes"
+            else {DEFAULT_SIGNATURE: IMAGES_SIGNATURE, UINT8_SIGNATURE: IMAGES_UINT8_SIGNATURE}
+        )
+        batcher = None
+        if self.batching is not None:
+            batcher = self._batchers.get(key)
+            if batcher is None:
+                batcher = self._batchers[key] = self._batcher(spec, session, self.batching)
+        model = ServedModel(spec, session, signatures, batcher)
         self._models.setdefault(spec.name, {})[spec.version] = model
         log.info("serving model %s version %d (kind %s)", spec.name, spec.version, spec.kind)
         return model
+
+    def _batcher(
+        self, spec: ModelSpec, session: ort.InferenceSession, params: BatchingParameters
+    ) -> Batcher:
+        threads = params.threads(self.intra_op_threads)
+        log.info(
+            "batching %s: max_batch_size %d, batch_timeout_micros %d, max_enqueued_batches %d, "
+            "%d batch threads, allowed_batch_sizes %s",
+            spec.architecture.name,
+            params.max_batch_size,
+            params.batch_timeout_micros,
+            params.max_enqueued_batches,
+            threads,
+            list(params.allowed_batch_sizes) or "any",
+        )
+        return Batcher(
+            spec.architecture.name, lambda pixels: run_session(session, pixels), params, threads
+        )
+
+    def close(self) -> None:
+        """Stop the batch threads once what is queued has run."""
+        for batcher in self._batchers.values():
+            batcher.close()
 
     def names(self) -> list[str]:
         return sorted(self._models)

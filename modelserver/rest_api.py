@@ -5,7 +5,8 @@ Routes, as TF Serving documents them:
   GET  /v1/models/<name>[/versions/<v>]            model status ("AVAILABLE")
   GET  /v1/models/<name>[/versions/<v>]/metadata   signature_def, as JSON
   POST /v1/models/<name>[/versions/<v>]:predict    row ("instances") or columnar ("inputs")
-Errors are `{"error": "<message>"}` with 404 (unknown model/version) or 400 (bad request).
+Errors are `{"error": "<message>"}` with 404 (unknown model/version), 400 (bad request) or 503
+(the batching queue is full).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from tensorflow.core.framework import types_pb2
 
 from common.tensors import TensorSpec, numpy_dtype
+from modelserver.batching import BatchQueueFull
 from modelserver.metadata import signature_def_json
 from modelserver.registry import (
     DEFAULT_SIGNATURE,
@@ -70,6 +72,14 @@ def _decode_value(spec: TensorSpec, value: Any) -> npt.NDArray[Any]:
     """One JSON value (an instance, or a whole column) as an array of the input's dtype."""
     if spec.dtype == types_pb2.DT_STRING:
         return _decode_strings(value)
+    if _leads_to_b64(value):
+        # TF Serving decodes {"b64": ...} only where the signature says DT_STRING (json_tensor.cc
+        # answers any other dtype with a type error); so does this server.
+        raise InvalidInputError(
+            f"input '{spec.name}' is {spec.dtype_name}: {{\"b64\": ...}} values are only decoded "
+            "for DT_STRING inputs, as in TF Serving; send numbers, or the encoded image to a "
+            "DT_STRING model (kind image_bytes)"
+        )
     dtype = numpy_dtype(spec.dtype)
     try:
         array = np.asarray(value, dtype=dtype)
@@ -79,6 +89,13 @@ def _decode_value(spec: TensorSpec, value: Any) -> npt.NDArray[Any]:
             f"(ragged lists or non-numbers?): {exc}"
         ) from exc
     return array
+
+
+def _leads_to_b64(value: Any) -> bool:
+    """Whether the first leaf of a nested JSON list is a {"b64": ...} object (cheap: one path)."""
+    while isinstance(value, list) and value:
+        value = value[0]
+    return isinstance(value, dict) and "b64" in value
 
 
 def _decode_strings(value: Any) -> npt.NDArray[Any]:
@@ -183,6 +200,11 @@ def create_app(registry: ModelRegistry, vision: VisionStandinSettings | None = N
     @app.exception_handler(InvalidInputError)
     async def invalid(_: Request, exc: InvalidInputError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(BatchQueueFull)
+    async def queue_full(_: Request, exc: BatchQueueFull) -> JSONResponse:
+        # TF Serving answers UNAVAILABLE, which its REST API maps to 503.
+        return _error(503, str(exc))
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

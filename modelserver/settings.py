@@ -62,4 +62,15 @@ VISION_MODEL = _flag_var(
     "Model behind the Vision stand-in.",
     "efficientnet_lite0",
 )
+ENABLE_BATCHING = _flag_var(
+    "MODELSERVER_ENABLE_BATCHING",
+    "--enable_batching",
+    "Batch concurrent Predicts of one model into one onnxruntime run.",
+    "false",
+)
+BATCHING_PARAMETERS_FILE = _flag_var(
+    "MODELSERVER_BATCHING_PARAMETERS_FILE",
+    "--batching_parameters_file",
+    "BatchingParameters in protobuf text format (needs batching on; default: built-in values).",
+)
 LOG_LEVEL = _flag_var("MODELSERVER_LOG_LEVEL", "--log_level", "DEBUG, INFO or WARNING.", "INFO")

@@ -4,12 +4,14 @@
 #   install-system-deps.sh          Ceph RGW and RabbitMQ (tests, demo), wrk (benchmarks)
 #   install-system-deps.sh images   podman and friends, to build and run the container images
 #   install-system-deps.sh ceph18   debootstrap, to build the Debian 13 root with Ceph 18 (make test-ceph18)
+#   install-system-deps.sh results  PostgreSQL, Chromium and its driver: the results service's tests (make test)
 set -euo pipefail
 case ${1:-} in
   "") PACKAGES=(ceph-mon ceph-osd radosgw ceph-common uuid-runtime rabbitmq-server curl wrk) ;;
   images) PACKAGES=(podman buildah runc iptables debootstrap) ;;
   ceph18) PACKAGES=(debootstrap debian-archive-keyring) ;;
-  *) echo "usage: $0 [images | ceph18]" >&2; exit 2 ;;
+  results) PACKAGES=(postgresql chromium chromium-driver) ;;
+  *) echo "usage: $0 [images | ceph18 | results]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -13,14 +13,16 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
 
 from common.cloudevents_http import STRUCTURED_CONTENT_TYPE, parse_request
 from common.errors import EventError
+from common.tracing import TraceParent
 from source.delivery import Attempt, Deliverer, Outcome, Verdict
-from source.mapping import parse_body, to_cloudevent, with_overrides
+from source.mapping import lineage, parse_body, request_id, to_cloudevent, with_overrides
 from source.metrics import SourceMetrics
 from source.settings import DeliverySettings
 
@@ -54,6 +56,18 @@ def _is_cloudevent(headers: Mapping[str, str]) -> bool:
     return "ce-specversion" in lowered or content_type == STRUCTURED_CONTENT_TYPE
 
 
+def _push_trace(headers: Mapping[str, str]) -> TraceParent | None:
+    """A `traceparent` the pusher sent along (HTTP header or ce- attribute), if any."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    return TraceParent.parse(lowered.get("traceparent") or lowered.get("ce-traceparent"))
+
+
+def _trace(parent: TraceParent | None) -> TraceParent:
+    """The source's span for one event: a child of the pusher's, else the root of a new trace
+    (one per object event: each PUT is its own trace)."""
+    return parent.child() if parent is not None else TraceParent.new()
+
+
 class Forwarder:
     def __init__(
         self, settings: DeliverySettings, deliverer: Deliverer, metrics: SourceMetrics, way: str
@@ -69,10 +83,22 @@ class Forwarder:
         A CloudEvent RGW made itself (Ceph >= 18 with `cloudevents=true`) is passed on as it is,
         overrides added. Plain records each become their own CloudEvent.
         """
+        received = datetime.now(UTC)
+        parent = _push_trace(headers)
         if _is_cloudevent(headers):
-            return [with_overrides(parse_request(headers, body), self.settings.overrides)]
+            event = parse_request(headers, body)
+            data = event.get_data()
+            extensions = lineage(
+                _trace(parent), received, request_id(data) if isinstance(data, Mapping) else None
+            )
+            return [with_overrides(event, self.settings.overrides, extensions)]
         return [
-            to_cloudevent(record, self.settings.region, self.settings.overrides)
+            to_cloudevent(
+                record,
+                self.settings.region,
+                self.settings.overrides,
+                lineage(_trace(parent), received, request_id(record)),
+            )
             for record in parse_body(body)
         ]
 

@@ -15,6 +15,10 @@ DeleteObjects request yields a record per key with the same request id (and RGW 
 eventIds/eTags), so a consumer de-duplicating on it would drop real events. `event_id` therefore
 hashes the fields that identify one object event. Every one of them is stored with the event in
 RGW's queue (or the AMQP message), so a redelivery carries the same values and gets the same id.
+
+Lineage (`lineage`), as extension attributes: `traceparent` (W3C trace context, the CloudEvents
+distributed-tracing extension), `xamzrequestid` (RGW's x-amz-request-id of the PUT) and
+`sourcereceived` (when the source got the notification, RFC 3339).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
@@ -30,6 +34,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from common.errors import UnsupportedPayload
 from common.events import ObjectEvent, parse_object_events
+from common.tracing import TraceParent
 
 TYPE_PREFIX = "com.amazonaws.s3."
 DATA_CONTENT_TYPE = "application/json"
@@ -95,10 +100,31 @@ def event_source(record: Mapping[str, Any], default_region: str) -> str:
     return f"{origin}.{region}.{_lookup(record, 's3.bucket.name')}"
 
 
+def request_id(record: Mapping[str, Any]) -> str:
+    """RGW's x-amz-request-id of the request that made the record ("" if it names none)."""
+    return _lookup(record, "responseElements.x-amz-request-id")
+
+
+def lineage(
+    trace: TraceParent, received_at: datetime, request: str | None = None
+) -> dict[str, str]:
+    """The extension attributes that tie an event to its PUT and its trace."""
+    extensions = {
+        "traceparent": trace.header(),
+        "sourcereceived": received_at.astimezone(UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+    }
+    if request:
+        extensions["xamzrequestid"] = request
+    return extensions
+
+
 def to_cloudevent(
     record: Mapping[str, Any],
     default_region: str = "default",
     overrides: Mapping[str, str] | None = None,
+    extensions: Mapping[str, str] | None = None,
 ) -> CloudEvent:
     """The CloudEvent for one record; `UnsupportedPayload` if it is no valid object record."""
     obj: ObjectEvent = parse_object_events(dict(record), "-", max_records=1)[0]
@@ -113,12 +139,20 @@ def to_cloudevent(
     if obj.event_time is not None:
         time = obj.event_time
         attributes["time"] = time if time.tzinfo else time.replace(tzinfo=UTC)
+    attributes.update(extensions or {})
     attributes.update(overrides or {})
     return CloudEvent(attributes, dict(record))
 
 
-def with_overrides(event: BaseCloudEvent, overrides: Mapping[str, str] | None) -> BaseCloudEvent:
-    """The same event with the override extensions set (for events RGW made itself)."""
-    if not overrides:
+def with_overrides(
+    event: BaseCloudEvent,
+    overrides: Mapping[str, str] | None,
+    extensions: Mapping[str, str] | None = None,
+) -> BaseCloudEvent:
+    """The same event with the extensions an event lacks, then the overrides, set (for events
+    RGW made itself: its own `traceparent` wins over a new one)."""
+    attributes = event.get_attributes()
+    missing = {k: v for k, v in (extensions or {}).items() if k not in attributes}
+    if not overrides and not missing:
         return event
-    return CloudEvent({**event.get_attributes(), **overrides}, event.get_data())
+    return CloudEvent({**attributes, **missing, **(overrides or {})}, event.get_data())

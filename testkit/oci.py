@@ -69,6 +69,8 @@ IMAGES = (
         "/health/liveness",
         (("SOURCE_MODE", "http"), ("K_SINK", "http://127.0.0.1:9/")),
     ),
+    # Its default database is an SQLite file in the container's /tmp: ready alone.
+    ImageSpec("results", 8080, "/health/readiness"),
     ImageSpec("modelserver", 8501, "/healthz"),
 )
 

@@ -42,10 +42,19 @@ class KeyOutcome:
     results: list[tuple[float, str]] = field(default_factory=list)  # (time, function)
     labels: list[dict[str, Any]] = field(default_factory=list)  # of the first result
     dead: list[dict[str, Any]] = field(default_factory=list)  # classifier dead letters
+    # (function, result id) of each result: a redelivery answered from the object's record
+    # repeats its result's id, which a consumer drops; only a second id is a duplicate.
+    result_ids: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def classified(self) -> bool:
         return bool(self.results)
+
+    @property
+    def duplicated(self) -> bool:
+        """One function gave this object more than one distinct result (id)."""
+        distinct = set(self.result_ids)
+        return len(distinct) > len({function for function, _ in distinct})
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,9 @@ class Recordings:
                     if not outcome.results:
                         outcome.labels = list(item.get("labels") or [])
                     outcome.results.append((float(entry["time"]), function))
+                    # Results from before result ids existed count as one id per reply.
+                    result_id = item.get("result_id") or entry["attributes"].get("id", "")
+                    outcome.result_ids.append((function, str(result_id)))
         for entry in self.dead_letters:
             attributes = entry["attributes"]
             outcome = wanted.get(str(attributes.get("subject")))

@@ -31,10 +31,13 @@ def s3_record(bucket: str, key: str, event_name: str = "ObjectCreated:Put") -> d
 
 
 def rgw_record(
-    bucket: str, key: str, event_name: str = "ObjectCreated:Put", size: int = 0
+    bucket: str, key: str, event_name: str = "ObjectCreated:Put", size: int = 0, etag: str = ""
 ) -> dict[str, Any]:
-    """One S3 record exactly as RGW 16.2's HTTP push sends it (`eventSource: ceph:s3`)."""
-    etag = uuid.uuid4().hex
+    """One S3 record exactly as RGW 16.2's HTTP push sends it (`eventSource: ceph:s3`).
+
+    `etag` is empty unless given: the functions treat an ETag other than the object's as a
+    stale event (the object was overwritten since), so a made-up one would hide the object."""
+    event_tag = uuid.uuid4().hex
     return {
         "eventVersion": "2.2",
         "eventSource": "ceph:s3",
@@ -66,7 +69,7 @@ def rgw_record(
                 "tags": [],
             },
         },
-        "eventId": f"1795901899.051102.{etag}",
+        "eventId": f"1795901899.051102.{event_tag}",
         "opaqueData": "",
     }
 

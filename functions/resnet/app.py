@@ -17,6 +17,7 @@ import logging
 
 from common.classifier import Classification, ClassifierFunction, Label, result_log_fields
 from common.images import set_pillow_pixel_limit
+from common.result_records import model_id
 from common.runtime import create_app
 from common.s3 import DownloadedObject
 from common.tfserving import TFServingClient, TFServingSettings
@@ -46,6 +47,11 @@ class ResnetFunction(ClassifierFunction):
 
     def ready(self) -> bool:
         return self.client.ready
+
+    def model_id(self) -> str:
+        # The version the model server's metadata named at start-up: a new model version finds
+        # no result record of its own and classifies again (with new result ids).
+        return model_id(self.model_name, self.client.require_signature().version)
 
     def classify(self, image: DownloadedObject) -> list[Label]:
         return self.client.classify(image.data, self.results.top_k).labels

@@ -11,7 +11,13 @@ Each scenario drives the real processes of `make demo` through a `testkit.live_s
 """
 
 from testkit.scenarios.bad_input import CLASSIFIED, BadCase, BadOutcome, bad_cases, bad_input
-from testkit.scenarios.duplicates import DuplicateCheck, duplicate_delivery, event_id_routed_to
+from testkit.scenarios.duplicates import (
+    DuplicateCheck,
+    SecondNotification,
+    duplicate_delivery,
+    event_id_routed_to,
+    second_notification,
+)
 from testkit.scenarios.faults import (
     RetryAccount,
     function_killed,
@@ -48,6 +54,7 @@ __all__ = [
     "MemoryCheck",
     "RetryAccount",
     "ScenarioResult",
+    "SecondNotification",
     "bad_cases",
     "bad_event",
     "bad_input",
@@ -61,6 +68,7 @@ __all__ = [
     "modelserver_down",
     "retry_account",
     "rgw_restart",
+    "second_notification",
     "source_killed",
     "tally",
     "warm_up",

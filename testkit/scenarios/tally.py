@@ -28,7 +28,10 @@ class ScenarioResult:
     uploaded: int = 0  # uploads RGW acknowledged
     refused: int = 0  # uploads the client saw fail (RGW down): not expected to arrive
     classified: int = 0
-    duplicates: int = 0  # objects with more than one classification.result
+    # Objects one function gave more than one distinct result id: what a consumer that drops
+    # repeated (source, id) pairs would still see twice. Should be zero.
+    duplicates: int = 0
+    repeated: int = 0  # replies that repeated a result id already seen (dropped downstream)
     dead_lettered: int = 0  # still only at the dead-letter sink at the end
     replayed: int = 0  # dead letters sent through the channel again
     lost: int = 0
@@ -69,8 +72,9 @@ def tally(
             first = min(t for t, _ in outcome.results)
             result.latencies.append(first - upload.started)
             last = max(last, first)
-            if len(outcome.results) > 1:
+            if outcome.duplicated:
                 result.duplicates += 1
+            result.repeated += len(outcome.result_ids) - len(set(outcome.result_ids))
         elif outcome.dead:
             result.dead_lettered += 1
         else:

@@ -91,7 +91,14 @@ def test_the_scaffold_writes_the_folder_the_test_and_the_manifest(scaffolded: Pa
     }
     kustomization = yaml.safe_load((scaffolded / "knative/base/kustomization.yaml").read_text())
     assert f"{NAME}.yaml" in kustomization["resources"]
-    assert {"name": f"rgw-inference/{NAME}", "newTag": "0.1.0"} in kustomization["images"]
+    images = yaml.safe_load(
+        (scaffolded / "knative/components/images/kustomization.yaml").read_text()
+    )
+    assert {
+        "name": f"rgw-inference/{NAME}",
+        "newName": f"rgw-inference/{NAME}",
+        "newTag": "0.1.0",
+    } in images["images"]
 
 
 def test_the_generated_test_passes(scaffolded: Path) -> None:

@@ -17,18 +17,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.fixtures.rgw import RgwGateway
+from tests.fixtures.rgw import RgwGateway, ceph_major
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import TopicConfigurationTypeDef
 
 pytestmark = pytest.mark.rgw
-
-
-def ceph_major(rgw: RgwGateway) -> int:
-    release = (rgw.data_dir / "ceph-release").read_text()
-    version = release.split("CEPH_VERSION=", 1)[1].splitlines()[0]
-    return int(version.split(".")[0])
 
 
 @dataclass

@@ -177,19 +177,35 @@ def index(docs: tuple[Manifest, ...]) -> dict[tuple[str, str], Manifest]:
     return {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
 
+# Kinds whose spec.template is a pod template (Knative makes a Deployment of a ContainerSource's).
+POD_TEMPLATE_KINDS = {
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "ContainerSource",
+}
+
+
 def pod_spec(doc: Manifest) -> Manifest | None:
+    """The pod spec of every kind that runs pods: what Pod Security Admission judges."""
     kind = doc["kind"]
     if kind in {"Service", "Configuration"} and doc["apiVersion"].startswith("serving.knative"):
         return doc["spec"]["template"]["spec"]  # type: ignore[no-any-return]
-    if kind in {"Deployment", "ContainerSource"}:
+    if kind in POD_TEMPLATE_KINDS:
         return doc["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    if kind == "Pod" and doc["apiVersion"] == "v1":
+        return doc["spec"]  # type: ignore[no-any-return]
     return None
 
 
 def containers(docs: tuple[Manifest, ...]) -> Iterator[tuple[Manifest, Manifest]]:
     for doc in docs:
-        spec = pod_spec(doc)
-        for container in (spec or {}).get("containers", []):
+        spec = pod_spec(doc) or {}
+        for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
             yield doc, container
 
 
@@ -302,6 +318,13 @@ def served_paths(image: str) -> set[str]:
 
         app = create_modelserver_app(ModelRegistry(REPO / ".cache" / "unused-models", 1))
         return {route.path for route in app.routes}  # type: ignore[attr-defined]
+    if image == "results":
+        from results.app import create_app as create_results_app
+        from results.storage import Store
+        from results.thumbnails import Thumbnailer
+
+        app = create_results_app(Store("sqlite:///:memory:"), Thumbnailer(None, 64, 1, 1))
+        return {route.path for route in app.routes}
     raise AssertionError(f"unknown image rgw-inference/{image}")
 
 
@@ -593,6 +616,43 @@ def test_broker_overlay_routes_by_cloudevents_type() -> None:
     )
 
 
+def trigger_matches(filters: list[dict[str, Any]], event_type: str) -> bool:
+    """Trigger `filters` (all must match) of the dialects the overlays use: exact, prefix, any."""
+
+    def one(dialect: dict[str, Any]) -> bool:
+        if "exact" in dialect:
+            return bool(dialect["exact"]["type"] == event_type)
+        if "prefix" in dialect:
+            return event_type.startswith(dialect["prefix"]["type"])
+        if "any" in dialect:
+            return any(one(inner) for inner in dialect["any"])
+        raise AssertionError(f"filter dialect not understood here: {dialect}")
+
+    return all(one(dialect) for dialect in filters)
+
+
+@pytest.mark.parametrize("overlay", ["rgw-cloudevents-broker", "rook-cloudevents"])
+def test_broker_direct_overlays_route_rgw_own_cloudevents(overlay: str) -> None:
+    """RGW 18.2 pushes to the Broker itself (no source): its type has no `s3.` in it."""
+    objects = index(build(KNATIVE / "overlays" / overlay))
+    assert not [name for kind, name in objects if kind == "ContainerSource"]
+    assert ("Secret", "amqp-credentials") not in objects
+    assert ("Channel", "rgw-events") not in objects
+    classifiers = objects[("Trigger", "classifiers")]["spec"]
+    receiver = objects[("Trigger", "receiver")]["spec"]
+    assert classifiers["subscriber"]["ref"]["kind"] == "Route"
+    assert receiver["subscriber"]["ref"]["name"] == "receiver"
+    for created in ("Put", "Post", "Copy", "CompleteMultipartUpload"):
+        event_type = f"com.amazonaws.ObjectCreated:{created}"
+        assert trigger_matches(classifiers["filters"], event_type), event_type
+        assert trigger_matches(receiver["filters"], event_type), event_type
+    assert trigger_matches(receiver["filters"], "com.amazonaws.ObjectRemoved:Delete")
+    assert not trigger_matches(classifiers["filters"], "com.amazonaws.ObjectRemoved:Delete")
+    for trigger in (classifiers, receiver):
+        assert not trigger_matches(trigger["filters"], "dev.rgwinference.classification.result")
+    delivery_is_the_contract(classifiers["delivery"])
+
+
 @pytest.mark.parametrize("overlay", ["rook", "rook-cloudevents"])
 def test_rook_notifications_are_tied_to_the_bucket(overlay: str) -> None:
     objects = index(build(KNATIVE / "overlays" / overlay))
@@ -626,3 +686,293 @@ def test_http_receive_adapter_always_has_a_ready_pod() -> None:
     assert budget["minAvailable"] >= 1
     pod_labels = deployment["template"]["metadata"]["labels"]
     assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+# --- one place for every image's name and tag ---------------------------------------------------
+
+IMAGES_COMPONENT = KNATIVE / "components" / "images" / "kustomization.yaml"
+
+
+def images_component() -> dict[str, str]:
+    """rgw-inference/<name> -> the reference every build must name: newName:newTag."""
+    doc = yaml.safe_load(IMAGES_COMPONENT.read_text())
+    assert doc["kind"] == "Component"
+    return {entry["name"]: f"{entry['newName']}:{entry['newTag']}" for entry in doc["images"]}
+
+
+def images_the_repository_builds() -> set[str]:
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "images.sh"), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return set(done.stdout.split())
+
+
+def test_the_images_component_names_every_image_the_repository_builds() -> None:
+    names = images_component()
+    assert set(names) == {f"rgw-inference/{name}" for name in images_the_repository_builds()}
+    for reference in names.values():
+        tag = reference.rsplit(":", 1)[1]
+        assert tag and tag != "latest", reference
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=rel)
+def test_every_project_image_is_tagged_by_the_images_component(overlay: Path) -> None:
+    """Untagged means `:latest`: whatever was pushed last, and a pull on every pod start."""
+    wanted = images_component()
+    for doc, container in containers(build(overlay)):
+        image = container["image"]
+        name = our_image(container)
+        where = f"{rel(overlay)}: {doc['kind']}/{doc['metadata']['name']} {image}"
+        if name is None:
+            continue
+        last = image.rsplit("/", 1)[-1]
+        assert ":" in last or "@sha256:" in image, f"{where}: no tag (pulls :latest)"
+        assert not image.endswith(":latest"), f"{where}: :latest"
+        assert image == wanted[f"rgw-inference/{name}"], (
+            f"{where}: not the name and tag of {rel(IMAGES_COMPONENT)} "
+            f"({wanted[f'rgw-inference/{name}']}): does the kustomization list the component?"
+        )
+
+
+# --- Pod Security Admission: the `restricted` profile -------------------------------------------
+
+# The Pod Security Standards (kubernetes.io/docs/concepts/security/pod-security-standards),
+# Baseline and Restricted, for Linux pods.
+BASELINE_CAPABILITIES = {
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+}
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+
+
+def restricted_violations(spec: Manifest) -> list[str]:
+    """Why Pod Security Admission at level `restricted` would refuse a pod with this spec."""
+    errors: list[str] = []
+    pod = spec.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            errors.append(f"{field}: true")
+    for volume in spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds & RESTRICTED_VOLUMES:
+            errors.append(f"volume {volume.get('name')}: {sorted(kinds)} is not allowed")
+    for sysctl in pod.get("sysctls") or []:
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            errors.append(f"sysctl {sysctl.get('name')}")
+    if pod.get("runAsUser") == 0:
+        errors.append("pod runAsUser: 0")
+    if (pod.get("appArmorProfile") or {}).get("type") not in {None, "RuntimeDefault", "Localhost"}:
+        errors.append("pod appArmorProfile")
+    errors += selinux_violations("pod", pod)
+    if (pod.get("windowsOptions") or {}).get("hostProcess"):
+        errors.append("pod hostProcess")
+    pod_seccomp = (pod.get("seccompProfile") or {}).get("type")
+    if pod_seccomp not in {None, "RuntimeDefault", "Localhost"}:
+        errors.append(f"pod seccompProfile {pod_seccomp}")
+    every = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    for container in [*every, *(spec.get("ephemeralContainers") or [])]:
+        errors += [f"{container.get('name')}: {e}" for e in container_violations(container, pod)]
+    return errors
+
+
+def selinux_violations(where: str, context: Manifest) -> list[str]:
+    options = context.get("seLinuxOptions") or {}
+    errors = []
+    if options.get("type", "") not in SELINUX_TYPES:
+        errors.append(f"{where} seLinuxOptions.type {options['type']}")
+    if options.get("user") or options.get("role"):
+        errors.append(f"{where} seLinuxOptions.user/role")
+    return errors
+
+
+def container_violations(container: Manifest, pod: Manifest) -> list[str]:
+    context = container.get("securityContext") or {}
+    errors = selinux_violations("container", context)
+    if context.get("privileged"):
+        errors.append("privileged")
+    if context.get("allowPrivilegeEscalation") is not False:
+        errors.append("allowPrivilegeEscalation is not false")
+    non_root = context.get("runAsNonRoot", pod.get("runAsNonRoot"))
+    if non_root is not True:
+        errors.append("runAsNonRoot is not true (pod or container)")
+    if context.get("runAsUser") == 0:
+        errors.append("runAsUser: 0")
+    seccomp = (context.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+    if seccomp not in {"RuntimeDefault", "Localhost"}:
+        errors.append(f"seccompProfile {seccomp or 'unset'} (RuntimeDefault or Localhost)")
+    capabilities = context.get("capabilities") or {}
+    if "ALL" not in (capabilities.get("drop") or []):
+        errors.append("capabilities.drop lacks ALL")
+    added = set(capabilities.get("add") or [])
+    if added - {"NET_BIND_SERVICE"}:
+        errors.append(f"capabilities.add {sorted(added - {'NET_BIND_SERVICE'})}")
+    if added - BASELINE_CAPABILITIES:
+        errors.append("capabilities.add beyond the baseline set")
+    if context.get("procMount", "Default") != "Default":
+        errors.append("procMount")
+    if (context.get("appArmorProfile") or {}).get("type") not in {
+        None,
+        "RuntimeDefault",
+        "Localhost",
+    }:
+        errors.append("appArmorProfile")
+    if (context.get("windowsOptions") or {}).get("hostProcess"):
+        errors.append("hostProcess")
+    for port in container.get("ports") or []:
+        if port.get("hostPort"):
+            errors.append(f"hostPort {port['hostPort']}")
+    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = container.get(kind) or {}
+        for handler in ("httpGet", "tcpSocket"):
+            if (probe.get(handler) or {}).get("host"):
+                errors.append(f"{kind}.{handler}.host")
+    return errors
+
+
+# The one hardened container context of the project: restricted, plus a fixed non-root uid (the
+# images' user) so that runAsNonRoot never depends on the image's USER being numeric.
+HARDENED = {
+    "allowPrivilegeEscalation": False,
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=rel)
+def test_the_namespace_enforces_the_restricted_profile(overlay: Path) -> None:
+    namespaces = [doc for doc in build(overlay) if doc["kind"] == "Namespace"]
+    assert namespaces, f"{rel(overlay)} builds no Namespace"
+    for namespace in namespaces:
+        labels = namespace["metadata"].get("labels", {})
+        assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", labels
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=rel)
+def test_every_pod_template_meets_the_restricted_profile(overlay: Path) -> None:
+    checked = 0
+    for doc in build(overlay):
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        checked += 1
+        errors = restricted_violations(spec)
+        assert not errors, f"{doc['kind']}/{doc['metadata']['name']}: {errors}"
+    assert checked, f"{rel(overlay)} has no pod template"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=rel)
+def test_every_container_has_the_hardened_context(overlay: Path) -> None:
+    for doc, container in containers(build(overlay)):
+        context = container.get("securityContext") or {}
+        differs = {
+            key: context.get(key) for key, value in HARDENED.items() if context.get(key) != value
+        }
+        assert not differs, (
+            f"{doc['kind']}/{doc['metadata']['name']} container {container.get('name')}: "
+            f"{differs} (want {HARDENED})"
+        )
+
+
+def hardened_pod() -> Manifest:
+    return {
+        "containers": [{"name": "app", "image": "x", "securityContext": copy.deepcopy(HARDENED)}],
+        "volumes": [{"name": "config", "configMap": {"name": "c"}}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda s: s.update(hostNetwork=True), "hostNetwork"),
+        (lambda s: s["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
+        (lambda s: s["containers"][0]["securityContext"].update(privileged=True), "privileged"),
+        (
+            lambda s: s["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+            "allowPrivilegeEscalation",
+        ),
+        (lambda s: s["containers"][0]["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
+        (lambda s: s["containers"][0]["securityContext"].update(runAsUser=0), "runAsUser: 0"),
+        (lambda s: s["containers"][0]["securityContext"].pop("seccompProfile"), "seccomp"),
+        (
+            lambda s: s["containers"][0]["securityContext"].update(
+                seccompProfile={"type": "Unconfined"}
+            ),
+            "seccomp",
+        ),
+        (
+            lambda s: s["containers"][0]["securityContext"].update(
+                capabilities={"drop": ["NET_RAW"]}
+            ),
+            "drop lacks ALL",
+        ),
+        (
+            lambda s: s["containers"][0]["securityContext"]["capabilities"].update(
+                add=["SYS_ADMIN"]
+            ),
+            "capabilities.add",
+        ),
+        (
+            lambda s: s["containers"][0].update(ports=[{"containerPort": 80, "hostPort": 80}]),
+            "hostPort",
+        ),
+        (
+            lambda s: s.update(initContainers=[{"name": "init", "image": "x"}]),
+            "init: allowPrivilegeEscalation",
+        ),
+    ],
+)
+def test_restricted_check_refuses_what_pod_security_admission_refuses(
+    change: Any, expected: str
+) -> None:
+    spec = hardened_pod()
+    assert restricted_violations(spec) == []
+    change(spec)
+    errors = restricted_violations(spec)
+    assert any(expected in error for error in errors), errors
+
+
+def test_restricted_check_takes_pod_level_run_as_non_root_and_seccomp() -> None:
+    spec = hardened_pod()
+    context = spec["containers"][0]["securityContext"]
+    del context["runAsNonRoot"], context["seccompProfile"]
+    spec["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert restricted_violations(spec) == []
