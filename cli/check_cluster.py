@@ -24,6 +24,7 @@ import yaml
 
 from cli.cluster_config import CONFIG_MAPS, ConfigMaps, Finding, version_of
 from cli.cluster_requirements import check
+from cli.commands import add_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OVERLAY = Path("knative/base")
@@ -104,13 +105,11 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(f.level == "FAIL" for f in findings) else 0
 
 
+HELP = "read the cluster's Knative ConfigMaps and say what would refuse the manifests"
+
+
 def register(groups: Any) -> None:
-    parser = groups.add_parser(
-        "check-cluster",
-        help="read the cluster's Knative ConfigMaps and say what would refuse the manifests",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(groups, "check-cluster", HELP, __doc__)
     parser.add_argument(
         "--overlay",
         type=Path,

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from cli.commands import add_command
 from common.env import REGISTRY, EnvVar
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
@@ -96,12 +97,10 @@ def run(_: argparse.Namespace) -> int:
     return 0
 
 
+HELP = "print every environment variable the programs read (the README's table)"
+
+
 def register(groups: Any) -> None:
     """Add the `config` command to the top-level CLI."""
-    parser = groups.add_parser(
-        "config",
-        help="print every environment variable the programs read (the README's table)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(groups, "config", HELP, __doc__)
     parser.set_defaults(run=run)

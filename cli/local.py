@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.commands import add_command
+
 DEMO_EPILOG = """\
 exit status: 0 every photo was classified by the function the split sent it to;
 1 something did not arrive in time or was dead-lettered (the message says which);
@@ -65,14 +67,14 @@ def register(groups: Any) -> None:
     from localknative.demo import DEFAULT_PHOTOS, DEFAULT_TIMEOUT
     from localknative.photos import MAX_PHOTOS
 
-    demo = groups.add_parser(
+    demo = add_command(
+        groups,
         "demo",
         help="run the whole pipeline locally on real RGW, real models and real photos",
         description=__doc__
         + "\n`demo` uploads sample photos (scikit-image's), prints which function got which "
         "object and what it saw, then a summary table, and stops.",
         epilog=DEMO_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--photos",
@@ -97,14 +99,14 @@ def register(groups: Any) -> None:
     _add_shared(demo)
     demo.set_defaults(run=run_demo)
 
-    up = groups.add_parser(
+    up = add_command(
+        groups,
         "up",
         help="start the whole pipeline locally and keep it running until Ctrl-C",
         description=__doc__
         + "\n`up` starts the stack, prints the results page's URL, how to upload your own files "
         "(aws s3 cp, boto3) and how to curl a CloudEvent at each function, then prints every "
         "result until Ctrl-C.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     up.add_argument(
         "--photos",

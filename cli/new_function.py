@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from cli.commands import add_command
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "function"
 # A Kubernetes object name usable as a DNS label (RFC 1123), starting with a letter so that the
@@ -228,14 +230,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+HELP = "scaffold a function: its folder, its test and its Knative manifest"
+DESCRIPTION = """Scaffold a working function: functions/<module>/ (handler, entry point,
+requirements), its in-process test in tests/functions/, and its Knative Service and Subscription
+in knative/base. See docs/functions.md."""
+
+
 def register(groups: Any) -> None:
-    parser = groups.add_parser(
-        "new-function",
-        help="scaffold a function: its folder, its test and its Knative manifest",
-        description="Scaffold a working function: functions/<module>/ (handler, entry point, "
-        "requirements), its in-process test in tests/functions/ and its Knative Service and "
-        "Subscription in knative/base. See docs/functions.md.",
-    )
+    parser = add_command(groups, "new-function", HELP, DESCRIPTION)
     parser.add_argument("name", metavar="NAME", help="the function's name, e.g. thumbnails")
     parser.add_argument(
         "--repo",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
 
+from cli.commands import add_command
 from common.env import ConfigError
 from common.s3 import S3Settings, make_s3_client, make_sns_client
 from source.notification_specs import (
@@ -39,25 +40,24 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
+HELP = "RGW topics and bucket notifications"
+
+SETUP_HELP = "create or update a topic and the bucket notification that feeds it"
+SETUP_DESCRIPTION = """Create or update topic TOPIC (push endpoint and options) and the bucket's
+notification with Id ID (default: the topic name) so that they match the flags. Other
+notifications on the bucket are kept. Running it twice gives the same state."""
+REMOVE_HELP = "remove bucket notifications (and a topic)"
+REMOVE_DESCRIPTION = """Remove notifications from the bucket: with --topic, those publishing to
+TOPIC and then the topic itself (unless --keep-topic); with --id, those Ids; with neither, all
+of them. Removing what is not there is not an error."""
+
+
 def register(groups: Any) -> None:
     """Add the `notifications` group to the top-level CLI."""
-    group = groups.add_parser(
-        "notifications",
-        help="RGW topics and bucket notifications",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    group = add_command(groups, "notifications", HELP, __doc__)
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    setup = commands.add_parser(
-        "setup",
-        help="create or update a topic and the bucket notification that feeds it",
-        description=(
-            "Create or update topic TOPIC (push endpoint and options) and the bucket's "
-            "notification with Id ID (default: the topic name) so that they match the flags. "
-            "Other notifications on the bucket are kept. Running it twice gives the same state."
-        ),
-    )
+    setup = add_command(commands, "setup", SETUP_HELP, SETUP_DESCRIPTION)
     setup.add_argument("--bucket", required=True, help="bucket whose events to publish")
     setup.add_argument("--topic", required=True, help="topic name (also the AMQP routing key)")
     setup.add_argument(
@@ -123,15 +123,7 @@ def register(groups: Any) -> None:
     show.add_argument("--bucket", required=True, help="bucket to inspect")
     show.set_defaults(run=run_show)
 
-    remove = commands.add_parser(
-        "remove",
-        help="remove bucket notifications (and a topic)",
-        description=(
-            "Remove notifications from the bucket: with --topic, those publishing to TOPIC and "
-            "then the topic itself (unless --keep-topic); with --id, those Ids; with neither, "
-            "all of them. Removing what is not there is not an error."
-        ),
-    )
+    remove = add_command(commands, "remove", REMOVE_HELP, REMOVE_DESCRIPTION)
     remove.add_argument("--bucket", required=True, help="bucket to change")
     remove.add_argument("--topic", help="only notifications publishing to this topic")
     remove.add_argument(

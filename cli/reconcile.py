@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cli.commands import add_command
+
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: boto3 and httpx are not worth loading for every other command.
@@ -17,16 +19,14 @@ def run(args: argparse.Namespace) -> int:
     return reconcile(args)
 
 
+HELP = "send one ObjectCreated event per object whose current version has no result"
+
+
 def register(groups: Any) -> None:
     """Add the `reconcile` command to the top-level CLI."""
     from source.reconcile import __doc__ as description
     from source.reconcile import add_arguments
 
-    parser = groups.add_parser(
-        "reconcile",
-        help="send one ObjectCreated event per object whose current version has no result",
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(groups, "reconcile", HELP, description)
     add_arguments(parser)
     parser.set_defaults(run=run)

@@ -4,8 +4,7 @@ Modelled on the Knative Functions Python template: the author writes `handle` an
 `start`, `stop`, `alive` and `ready`; the runtime owns HTTP, CloudEvents parsing, object-event
 normalization, status codes, health endpoints, metrics, JSON logs and redelivery de-duplication.
 
-Endpoints: `POST /` (a CloudEvent), `GET /health/liveness`, `GET /health/readiness`,
-`GET /metrics` (Prometheus text format).
+Endpoints: `POST /` (a CloudEvent), `GET /health/liveness` and `/health/readiness`, `GET /metrics`.
 """
 
 from __future__ import annotations
@@ -322,16 +321,31 @@ def _elapsed(started: float) -> dict[str, float]:
     return {"latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def serve(app: FastAPI, settings: RuntimeSettings | None = None) -> None:
-    """Run the app with uvicorn on $HOST:$PORT (what the container images start)."""
+def serve(
+    app: FastAPI,
+    settings: RuntimeSettings | None = None,
+    before_shutdown: Callable[[], None] | None = None,
+    grace_seconds: int = 30,
+) -> None:
+    """Run the app with uvicorn on $HOST:$PORT (what the container images start). A server with
+    endless responses (event streams) ends them in `before_shutdown`, or a stop waits out the
+    grace period."""
     import uvicorn
 
     runtime = settings or RuntimeSettings.from_env()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=runtime.host,
         port=runtime.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=grace_seconds,
     )
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            if before_shutdown is not None:
+                before_shutdown()
+            await super().shutdown(sockets=sockets)
+
+    Server(config).run()

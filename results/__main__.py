@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
-
-import uvicorn
 
 from common.env import ConfigError
 from common.logs import configure_logging
-from common.runtime import RuntimeSettings
+from common.runtime import RuntimeSettings, serve
 from common.s3 import ObjectStore, S3Settings
 from results.app import create_app
 from results.settings import ResultsSettings
 from results.storage import Store
-from results.stream import Hub
 from results.thumbnails import Thumbnailer
 
 
@@ -34,29 +30,8 @@ def main() -> int:
         settings.max_image_pixels,
     )
     app = create_app(Store(settings.database_url), thumbnails)
-    config = uvicorn.Config(
-        app,
-        host=runtime.host,
-        port=runtime.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-    Server(config, app.state.hub).run()
+    serve(app, runtime, before_shutdown=app.state.hub.close, grace_seconds=10)
     return 0
-
-
-class Server(uvicorn.Server):
-    """Ends the open event streams first when asked to stop: a page's stream never ends by
-    itself, and the server would otherwise wait for it until its graceful timeout."""
-
-    def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
-        super().__init__(config)
-        self.hub = hub
-
-    async def shutdown(self, sockets: Any = None) -> None:
-        self.hub.close()
-        await super().shutdown(sockets=sockets)
 
 
 if __name__ == "__main__":

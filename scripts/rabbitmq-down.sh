@@ -8,14 +8,8 @@
 set -uo pipefail
 
 die() { echo "rabbitmq-down: $*" >&2; exit 1; }
-[[ $# -ge 1 && $# -le 2 ]] || die "usage: rabbitmq-down.sh DATA_DIR [--purge]"
-DATA_DIR=$1
-PURGE=false
-if [[ $# -eq 2 ]]; then
-  [[ $2 == --purge ]] || die "unknown option '$2'"
-  PURGE=true
-fi
-RUN=$DATA_DIR/run
+source "$(dirname "$0")/lib/down-args.sh"
+parse_down_args "$0" "$@"
 
 pid_alive() {  # not a zombie and still the program we started (pids get reused)
   local pid=$1 state comm want; shift

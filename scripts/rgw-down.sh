@@ -9,19 +9,8 @@
 set -uo pipefail
 
 die() { echo "rgw-down: $*" >&2; exit 1; }
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-  sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"
-  exit 0
-fi
-[[ $# -ge 1 && $# -le 2 ]] || die "usage: rgw-down.sh DATA_DIR [--purge]  (rgw-down.sh --help explains)"
-[[ $1 != -* ]] || die "unknown option '$1' (rgw-down.sh --help explains)"
-DATA_DIR=$1
-PURGE=false
-if [[ $# -eq 2 ]]; then
-  [[ $2 == --purge ]] || die "unknown option '$2'"
-  PURGE=true
-fi
-RUN=$DATA_DIR/run
+source "$(dirname "$0")/lib/down-args.sh"
+parse_down_args "$0" "$@"
 DAEMONS=(client.rgw.gw osd.0 mon.a)   # stop order: clients before the store they write to
 
 # Alive means: not a zombie (an init that does not reap leaves those; they hold no resources and

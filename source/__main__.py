@@ -41,31 +41,57 @@ def _flag(
     parser.add_argument(flag, dest=var.name, help=f"{help} [env {var.name}{default}]", **kwargs)  # type: ignore[arg-type]
 
 
-def _common_flags(parser: argparse.ArgumentParser) -> None:
-    delivery = parser.add_argument_group("delivery")
-    _flag(delivery, "--sink", K_SINK, "URL CloudEvents are POSTed to (binary mode)")
-    _flag(delivery, "--dead-letter-url", DEAD_LETTER_URL, "where refused (4xx) events go")
-    _flag(delivery, "--concurrency", s.SINK_CONCURRENCY, "most requests to the sink at once")
-    _flag(delivery, "--timeout", s.SINK_TIMEOUT, "seconds per delivery attempt")
-    _flag(delivery, "--deadline", s.DELIVERY_DEADLINE, "seconds of retries before handing back")
-    _flag(delivery, "--backoff", s.RETRY_BACKOFF, "first retry delay, seconds (doubles)")
-    _flag(delivery, "--backoff-max", s.RETRY_BACKOFF_MAX, "longest retry delay, seconds")
-    _flag(delivery, "--drain-timeout", s.DRAIN_TIMEOUT, "seconds SIGTERM waits for deliveries")
-    _flag(delivery, "--region", s.SOURCE_REGION, "region for `source` if a record has none")
-    _flag(delivery, "--log-level", LOG_LEVEL, "DEBUG, INFO, WARNING or ERROR")
+# (flag, the variable it overrides, what it means), by group: the flags of `--help`.
+Flags = tuple[tuple[str, EnvVar, str], ...]
+DELIVERY_FLAGS: Flags = (
+    ("--sink", K_SINK, "URL CloudEvents are POSTed to (binary mode)"),
+    ("--dead-letter-url", DEAD_LETTER_URL, "where refused (4xx) events go"),
+    ("--concurrency", s.SINK_CONCURRENCY, "most requests to the sink at once"),
+    ("--timeout", s.SINK_TIMEOUT, "seconds per delivery attempt"),
+    ("--deadline", s.DELIVERY_DEADLINE, "seconds of retries before handing back"),
+    ("--backoff", s.RETRY_BACKOFF, "first retry delay, seconds (doubles)"),
+    ("--backoff-max", s.RETRY_BACKOFF_MAX, "longest retry delay, seconds"),
+    ("--drain-timeout", s.DRAIN_TIMEOUT, "seconds SIGTERM waits for deliveries"),
+    ("--region", s.SOURCE_REGION, "region for `source` if a record has none"),
+    ("--log-level", LOG_LEVEL, "DEBUG, INFO, WARNING or ERROR"),
+)
+SETUP_FLAGS: Flags = (
+    ("--setup-bucket", s.SETUP_BUCKET, "bucket whose events to subscribe to"),
+    ("--topic", s.SETUP_TOPIC, "RGW topic name (the AMQP routing key)"),
+    ("--events", s.SETUP_EVENTS, "comma-separated S3 events, or created,removed"),
+    ("--prefix", s.SETUP_PREFIX, "only keys starting with this"),
+    ("--suffix", s.SETUP_SUFFIX, "only keys ending with one of these (comma-sep.)"),
+    ("--notification-id", s.SETUP_NOTIFICATION_ID, "the notification's Id"),
+    ("--amqp-persistent", s.SETUP_AMQP_PERSISTENT, "AMQP way: persistent RGW topic (true/false)"),
+)
+HTTP_FLAGS: Flags = (
+    ("--listen", s.SOURCE_LISTEN, "host:port to listen on (default $HOST:$PORT)"),
+    ("--listen-fd", s.SOURCE_LISTEN_FD, "serve on this inherited listening socket"),
+    ("--push-endpoint", s.SOURCE_PUSH_ENDPOINT, "URL RGW pushes to (set-up only)"),
+)
+AMQP_FLAGS: Flags = (
+    ("--url", s.AMQP_URL, "broker URL, amqp://host:port[/vhost]"),
+    ("--queue", s.AMQP_QUEUE, "durable queue to consume (declared)"),
+    ("--exchange", s.AMQP_EXCHANGE, "topic exchange RGW publishes to (declared)"),
+    ("--prefetch", s.AMQP_PREFETCH, "most unacked messages in flight"),
+    ("--health-port", s.SOURCE_HEALTH_PORT, "health/metrics port (default $PORT)"),
+    ("--push-endpoint", s.SOURCE_PUSH_ENDPOINT, "broker URL RGW uses (set-up only)"),
+)
 
-    setup = parser.add_argument_group("set-up on start (idempotent; needs AWS_* for RGW)")
-    _flag(setup, "--setup-bucket", s.SETUP_BUCKET, "bucket whose events to subscribe to")
-    _flag(setup, "--topic", s.SETUP_TOPIC, "RGW topic name (the AMQP routing key)")
-    _flag(setup, "--events", s.SETUP_EVENTS, "comma-separated S3 events, or created,removed")
-    _flag(setup, "--prefix", s.SETUP_PREFIX, "only keys starting with this")
-    _flag(setup, "--suffix", s.SETUP_SUFFIX, "only keys ending with one of these (comma-sep.)")
-    _flag(setup, "--notification-id", s.SETUP_NOTIFICATION_ID, "the notification's Id")
-    _flag(
-        setup,
-        "--amqp-persistent",
-        s.SETUP_AMQP_PERSISTENT,
-        "AMQP way: persistent RGW topic (true/false)",
+
+def _flags(parser: argparse._ActionsContainer, flags: Flags) -> None:
+    for flag, var, help in flags:
+        _flag(parser, flag, var, help)
+
+
+def _way(
+    ways: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str, flags: Flags
+) -> None:
+    parser = ways.add_parser(name, help=help)
+    _flags(parser, flags)
+    _flags(parser.add_argument_group("delivery"), DELIVERY_FLAGS)
+    _flags(
+        parser.add_argument_group("set-up on start (idempotent; needs AWS_* for RGW)"), SETUP_FLAGS
     )
 
 
@@ -76,19 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "1.0, at least once. The way in is the sub-command, or $SOURCE_MODE.",
     )
     ways = parser.add_subparsers(dest="way", metavar="{http,amqp}")
-    http = ways.add_parser("http", help="receive RGW's HTTP pushes (persistent topic)")
-    _flag(http, "--listen", s.SOURCE_LISTEN, "host:port to listen on (default $HOST:$PORT)")
-    _flag(http, "--listen-fd", s.SOURCE_LISTEN_FD, "serve on this inherited listening socket")
-    _flag(http, "--push-endpoint", s.SOURCE_PUSH_ENDPOINT, "URL RGW pushes to (set-up only)")
-    _common_flags(http)
-    amqp = ways.add_parser("amqp", help="consume RGW's events from a RabbitMQ queue")
-    _flag(amqp, "--url", s.AMQP_URL, "broker URL, amqp://host:port[/vhost]")
-    _flag(amqp, "--queue", s.AMQP_QUEUE, "durable queue to consume (declared)")
-    _flag(amqp, "--exchange", s.AMQP_EXCHANGE, "topic exchange RGW publishes to (declared)")
-    _flag(amqp, "--prefetch", s.AMQP_PREFETCH, "most unacked messages in flight")
-    _flag(amqp, "--health-port", s.SOURCE_HEALTH_PORT, "health/metrics port (default $PORT)")
-    _flag(amqp, "--push-endpoint", s.SOURCE_PUSH_ENDPOINT, "broker URL RGW uses (set-up only)")
-    _common_flags(amqp)
+    _way(ways, "http", "receive RGW's HTTP pushes (persistent topic)", HTTP_FLAGS)
+    _way(ways, "amqp", "consume RGW's events from a RabbitMQ queue", AMQP_FLAGS)
     return parser
 
 

@@ -74,6 +74,21 @@ def rgw_record(
     }
 
 
+def rgw_legacy_event(bucket: str, key: str, bucket_id: str = "b.1") -> dict[str, Any]:
+    """One event of RGW 16.2's legacy pub/sub pull API (`dev.knative.source.rgwpubsub`, the
+    RGWEvent shape), as RGW's test suite prints it."""
+    return {
+        "id": "1795903315.683091.3b94fd83",
+        "event": "OBJECT_CREATE",
+        "timestamp": "2026-11-28T22:01:55.683091Z",
+        "info": {
+            "attrs": {"mtime": "2026-11-28T22:00:45.461610Z"},
+            "bucket": {"bucket_id": bucket_id, "name": bucket, "tenant": ""},
+            "key": {"instance": "", "name": key},
+        },
+    }
+
+
 def records(*items: dict[str, Any]) -> dict[str, Any]:
     return {"Records": list(items)}
 

@@ -29,7 +29,11 @@ TIMEOUT = 60.0
 BATCHED_TOLERANCE = 1e-6
 
 
-def _server(log_dir: Path, tmp: Path, parameters: str) -> Iterator[ModelServer]:
+def _server(
+    log_dir: Path, factory: pytest.TempPathFactory, name: str, parameters: str
+) -> Iterator[ModelServer]:
+    """A model server with batching on, under TF Serving's own flags and parameters file."""
+    tmp = factory.mktemp(name)
     (tmp / "batching.txt").write_text(parameters)
     extra = (
         "--intra_op_threads", "1", "--enable_batching",
@@ -39,24 +43,19 @@ def _server(log_dir: Path, tmp: Path, parameters: str) -> Iterator[ModelServer]:
         yield s
 
 
-@pytest.fixture(scope="module")
-def batching_server(
-    log_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
-    tmp = tmp_path_factory.mktemp("batching")
-    yield from _server(
-        log_dir, tmp, "max_batch_size { value: 8 }\nnum_batch_threads { value: 1 }\n"
-    )
+Factory = pytest.TempPathFactory
+BATCHING = "max_batch_size { value: 8 }\nnum_batch_threads { value: 1 }\n"
+TINY_QUEUE = "max_batch_size { value: 1 }\nmax_enqueued_batches { value: 1 }\n"
 
 
 @pytest.fixture(scope="module")
-def tiny_queue_server(
-    log_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
-    tmp = tmp_path_factory.mktemp("tiny-queue")
-    yield from _server(
-        log_dir, tmp, "max_batch_size { value: 1 }\nmax_enqueued_batches { value: 1 }\n"
-    )
+def batching_server(log_dir: Path, tmp_path_factory: Factory) -> Iterator[ModelServer]:
+    yield from _server(log_dir, tmp_path_factory, "batching", BATCHING)
+
+
+@pytest.fixture(scope="module")
+def tiny_queue_server(log_dir: Path, tmp_path_factory: Factory) -> Iterator[ModelServer]:
+    yield from _server(log_dir, tmp_path_factory, "tiny-queue", TINY_QUEUE)
 
 
 def _predict(target: str, pixels: np.ndarray, model: str = "mobilenet_v2") -> dict[str, np.ndarray]:

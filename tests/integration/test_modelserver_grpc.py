@@ -113,15 +113,23 @@ def test_image_bytes_model_has_1001_classes_with_background(
     assert classes.tolist() == np.argmax(probabilities, axis=1).tolist()
 
 
-def test_metadata_is_a_real_signature_def_map(
-    stub: prediction_service_pb2_grpc.PredictionServiceStub,
-) -> None:
+def signature_defs(
+    stub: prediction_service_pb2_grpc.PredictionServiceStub, model: str
+) -> tuple[get_model_metadata_pb2.GetModelMetadataResponse, get_model_metadata_pb2.SignatureDefMap]:
+    """GetModelMetadata for `model`'s signature_def, unpacked as TF Serving's clients do."""
     request = get_model_metadata_pb2.GetModelMetadataRequest()
-    request.model_spec.name = "mobilenet_v2"
+    request.model_spec.name = model
     request.metadata_field.append("signature_def")
     response = stub.GetModelMetadata(request, timeout=TIMEOUT)
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signature_map)
+    return response, signature_map
+
+
+def test_metadata_is_a_real_signature_def_map(
+    stub: prediction_service_pb2_grpc.PredictionServiceStub,
+) -> None:
+    response, signature_map = signature_defs(stub, "mobilenet_v2")
     signature = signature_map.signature_def["serving_default"]
     images = signature.inputs["images"]
     assert images.dtype == types_pb2.DT_FLOAT
@@ -135,11 +143,7 @@ def test_metadata_is_a_real_signature_def_map(
 def test_image_bytes_metadata_declares_dt_string(
     stub: prediction_service_pb2_grpc.PredictionServiceStub,
 ) -> None:
-    request = get_model_metadata_pb2.GetModelMetadataRequest()
-    request.model_spec.name = "resnet"
-    request.metadata_field.append("signature_def")
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    stub.GetModelMetadata(request, timeout=TIMEOUT).metadata["signature_def"].Unpack(signature_map)
+    _, signature_map = signature_defs(stub, "resnet")
     inputs = signature_map.signature_def["serving_default"].inputs
     assert list(inputs) == ["image_bytes"] and inputs["image_bytes"].dtype == types_pb2.DT_STRING
 

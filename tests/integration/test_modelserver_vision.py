@@ -20,6 +20,16 @@ BAD_KEY = {
 }
 
 
+def annotate(modelserver: ModelServer, body: object) -> httpx.Response:
+    """POST images:annotate with the stand-in's key, as Google's clients do."""
+    return httpx.post(
+        modelserver.rest_url + ANNOTATE,
+        params={"key": modelserver.vision_api_key},
+        json=body,
+        timeout=30,
+    )
+
+
 def _label_request(content: bytes, max_results: int = 5) -> dict[str, Any]:
     return {
         "image": {"content": base64.b64encode(content).decode()},
@@ -31,12 +41,7 @@ def test_labels_for_real_photos(modelserver: ModelServer) -> None:
     body = {
         "requests": [_label_request(photo_jpeg("chelsea")), _label_request(photo_jpeg("coffee"), 3)]
     }
-    response = httpx.post(
-        modelserver.rest_url + ANNOTATE,
-        params={"key": modelserver.vision_api_key},
-        json=body,
-        timeout=30,
-    )
+    response = annotate(modelserver, body)
     assert response.status_code == 200, response.text
     cat, cup = response.json()["responses"]
     assert len(cat["labelAnnotations"]) == 5 and len(cup["labelAnnotations"]) == 3
@@ -85,12 +90,7 @@ def test_per_image_errors_leave_other_slots_intact(modelserver: ModelServer) -> 
             _label_request(photo_jpeg("chelsea")),
         ]
     }
-    response = httpx.post(
-        modelserver.rest_url + ANNOTATE,
-        params={"key": modelserver.vision_api_key},
-        json=body,
-        timeout=30,
-    )
+    response = annotate(modelserver, body)
     assert response.status_code == 200
     bad_image, bad_feature, good = response.json()["responses"]
     assert bad_image == {"error": {"code": 3, "message": "Bad image data."}}
@@ -100,11 +100,7 @@ def test_per_image_errors_leave_other_slots_intact(modelserver: ModelServer) -> 
 
 def test_more_than_16_requests_is_400(modelserver: ModelServer) -> None:
     item = _label_request(b"x")
-    response = httpx.post(
-        modelserver.rest_url + ANNOTATE,
-        params={"key": modelserver.vision_api_key},
-        json={"requests": [item] * 17},
-    )
+    response = annotate(modelserver, {"requests": [item] * 17})
     assert response.status_code == 400
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
 
@@ -114,12 +110,7 @@ def test_body_over_10_mb_is_400(modelserver: ModelServer) -> None:
     body = {
         "requests": [{"image": {"content": content}, "features": [{"type": "LABEL_DETECTION"}]}]
     }
-    response = httpx.post(
-        modelserver.rest_url + ANNOTATE,
-        params={"key": modelserver.vision_api_key},
-        json=body,
-        timeout=30,
-    )
+    response = annotate(modelserver, body)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["status"] == "INVALID_ARGUMENT" and "size" in error["message"]

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.records import rgw_legacy_event
 from tests.fixtures.processes import ServiceProcess, free_port, python_argv, running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -121,16 +122,7 @@ def test_aws_flavour_key_is_decoded(receiver: Receiver) -> None:
 
 
 def test_legacy_rgwevent(receiver: Receiver) -> None:
-    legacy = {
-        "id": "1795903315.683091.3b94fd83",
-        "event": "OBJECT_CREATE",
-        "timestamp": "2026-11-28T22:01:55.683091Z",
-        "info": {
-            "attrs": {"mtime": "2026-11-28T22:00:45.461610Z"},
-            "bucket": {"bucket_id": "x.1", "name": "psbkt", "tenant": ""},
-            "key": {"instance": "", "name": "pulled-object-2.txt"},
-        },
-    }
+    legacy = rgw_legacy_event("psbkt", "pulled-object-2.txt", bucket_id="x.1")
     headers = binary_headers("legacy-1", **{"ce-type": "dev.knative.source.rgwpubsub"})
     response = receiver.post(headers, json.dumps(legacy).encode())
     assert response.status_code == 200

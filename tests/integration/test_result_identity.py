@@ -62,6 +62,12 @@ def classified(function: RunningFunction, key: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.fixture
+def function(resnet_function: FunctionFactory) -> RunningFunction:
+    """One resnet process on the real model server."""
+    return resnet_function(MODEL)
+
+
 def test_duplicates_across_replicas_run_the_model_once(
     rgw: RgwGateway, bucket: str, resnet_function: FunctionFactory
 ) -> None:
@@ -105,9 +111,8 @@ def test_a_race_between_replicas_gives_one_result_id(
 
 
 def test_an_overwritten_object_old_event_no_result_new_event_new_id(
-    rgw: RgwGateway, bucket: str, resnet_function: FunctionFactory
+    rgw: RgwGateway, bucket: str, function: RunningFunction
 ) -> None:
-    function = resnet_function(MODEL)
     key = "overwrite/photo.jpg"
     old = put(rgw, bucket, key, photo_jpeg("chelsea"))
     old_event = notification(bucket, key, old)
@@ -165,9 +170,8 @@ def test_records_off_classifies_every_time_with_the_same_id(
 
 
 def test_traceparent_continues_into_the_reply_and_the_logs(
-    rgw: RgwGateway, bucket: str, resnet_function: FunctionFactory
+    rgw: RgwGateway, bucket: str, function: RunningFunction
 ) -> None:
-    function = resnet_function(MODEL)
     key = "trace/cat.jpg"
     written = put(rgw, bucket, key, photo_jpeg("chelsea"))
     incoming = TraceParent.new()

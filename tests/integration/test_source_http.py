@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -35,26 +38,47 @@ def setup_args(bucket: str, topic: str, *extra: str) -> list[str]:
     return ["--setup-bucket", bucket, "--topic", topic, "--deadline", "2", *extra]
 
 
-def test_uploads_arrive_as_cloudevents(
+@dataclass
+class HttpWay:
+    """RGW, a bucket and a persistent topic, and the held socket the source serves on."""
+
+    rgw: RgwGateway
+    bucket: str
+    topic: str
+    log_dir: Path
+    listener: socket.socket
+
+    @contextlib.contextmanager
+    def source_into_a_sink(self, *extra: str) -> Iterator[Recorder]:
+        """The HTTP-way source, set up for the bucket, delivering into a fresh recording sink."""
+        with (
+            start_recorder(self.log_dir, "sink") as sink,
+            running_source(
+                self.log_dir,
+                "http",
+                sink.url("/"),
+                self.rgw.env(),
+                setup_args(self.bucket, self.topic, *extra),
+                listener=self.listener,
+            ),
+        ):
+            yield sink
+
+
+@pytest.fixture
+def way(
     rgw: RgwGateway,
     source_bucket: str,
     log_dir: Path,
     source_http_topic: str,
     source_http_listener: socket.socket,
-) -> None:
-    bucket = source_bucket
-    s3 = rgw.s3_client()
-    with (
-        start_recorder(log_dir, "sink") as sink,
-        running_source(
-            log_dir,
-            "http",
-            sink.url("/"),
-            rgw.env(),
-            setup_args(bucket, source_http_topic),
-            listener=source_http_listener,
-        ),
-    ):
+) -> HttpWay:
+    return HttpWay(rgw, source_bucket, source_http_topic, log_dir, source_http_listener)
+
+
+def test_uploads_arrive_as_cloudevents(way: HttpWay) -> None:
+    bucket, s3 = way.bucket, way.rgw.s3_client()
+    with way.source_into_a_sink() as sink:
         for key in KEYS:
             s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
         events = wait_for_subjects(sink, set(KEYS), bucket=bucket)
@@ -75,29 +99,12 @@ def test_uploads_arrive_as_cloudevents(
         )
 
 
-def test_delete_objects_yields_distinct_ids(
-    rgw: RgwGateway,
-    source_bucket: str,
-    log_dir: Path,
-    source_http_topic: str,
-    source_http_listener: socket.socket,
-) -> None:
-    bucket = source_bucket
-    s3 = rgw.s3_client()
+def test_delete_objects_yields_distinct_ids(way: HttpWay) -> None:
+    bucket, s3 = way.bucket, way.rgw.s3_client()
     keys = [f"batch/{i} x.jpg" for i in range(10)]
     for key in keys:
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-    with (
-        start_recorder(log_dir, "sink") as sink,
-        running_source(
-            log_dir,
-            "http",
-            sink.url("/"),
-            rgw.env(),
-            setup_args(bucket, source_http_topic, "--events", "removed"),
-            listener=source_http_listener,
-        ),
-    ):
+    with way.source_into_a_sink("--events", "removed") as sink:
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys]})
         events = wait_for_subjects(sink, set(keys), bucket=bucket)
 

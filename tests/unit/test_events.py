@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from common.errors import EventError, TooLarge, UnsupportedPayload
 from common.events import ObjectEvent, parse_object_events
+from testkit.records import rgw_legacy_event
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TRICKY_KEY = "dir/hello world+1 é.jpg"
@@ -96,18 +97,7 @@ def test_legacy_rgw_pubsub_pull_body() -> None:
     body = {
         "next_marker": "",
         "is_truncated": "false",
-        "events": [
-            {
-                "id": "1795903315.683091.3b94fd83",
-                "event": "OBJECT_CREATE",
-                "timestamp": "2026-11-28T22:01:55.683091Z",
-                "info": {
-                    "attrs": {"mtime": "2026-11-28T22:00:45.461610Z"},
-                    "bucket": {"bucket_id": "b.1", "name": "psbkt", "tenant": ""},
-                    "key": {"instance": "", "name": "pulled-object-2.txt"},
-                },
-            }
-        ],
+        "events": [rgw_legacy_event("psbkt", "pulled-object-2.txt")],
     }
     [event] = parse_object_events(body, "x")
     assert (event.bucket, event.key, event.event_name) == (
