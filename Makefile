@@ -80,7 +80,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 DEMO_ARGS ?=
-BENCHMARKS := receiver rgw rgw_retry modelserver resnet vision source pipeline exactly_once
+BENCHMARKS := receiver rgw rgw_retry modelserver resnet vision source pipeline exactly_once auth open_nsfw compliance
 
 # The main job: the whole pipeline on this machine on real RGW, real models and real photos.
 demo: system-deps venv

@@ -2,7 +2,8 @@
 
 1. Predict through the server over gRPC vs onnxruntime called in-process on the same inputs with
    the same session options (batch 1 and 8): p50 latency, throughput, and the ratio (goal <= 1.15x).
-2. Conversion time (.pth -> ONNX, no torch) per architecture, and a verified cache hit.
+2. Conversion time (.pth -> ONNX, no torch; open_nsfw: wrapping its ONNX) per architecture, and a
+   verified cache hit.
 3. Server cold start: spawn -> `GET /v1/models/<name>` says AVAILABLE (warm and empty cache).
 
 Run: .venv/bin/python benchmarks/bench_modelserver.py [--model mobilenet_v2] [--requests 60]
@@ -187,7 +188,7 @@ def main() -> None:
     print("\n".join(concurrent_rows))
 
     # 2. conversion
-    print("\n### Conversion (.pth -> ONNX, restricted reader + onnx.helper, no torch)\n")
+    print("\n### Conversion (weights -> served ONNX with onnx.helper, no torch)\n")
     print("| architecture | convert s | verified cache hit s |")
     print("| --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:

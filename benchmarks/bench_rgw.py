@@ -6,6 +6,8 @@ Starts its own throwaway RGW (scripts/rgw-up.sh) and RabbitMQ (scripts/rabbitmq-
 loopback ports and removes them afterwards. Prints a Markdown table.
 
 - cold start: empty directory -> S3 answers and the user exists (rgw-up.sh wall time).
+- kept-alive metadata calls: GetObjectTagging (an XML answer) and HeadObject on one connection,
+  with rgw-up.sh's `tcp_nodelay=1` and with the frontend as Ceph ships it, side by side.
 - latency: time from just before PutObject to the moment the receiver has the event, for
   `--uploads` sequential 1 KiB uploads. The receivers run in this process (HTTP server thread,
   AMQP consumer thread) so both ends use the same clock. A plain PUT on a bucket without
@@ -21,8 +23,9 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -154,6 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=200)
     parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=50, help="per metadata call and frontend")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-rgw-"))
     rows: list[tuple[str, str, str, str]] = []
@@ -176,6 +180,7 @@ def main() -> None:
                 )
             finally:
                 stop_rabbitmq(broker.data_dir)
+        rows += kept_alive_rows(workdir, args.calls)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("| what | p50 / median | p99 | notes |\n| --- | --- | --- | --- |")
@@ -215,6 +220,46 @@ def latency_rows(
         subscribe(s3, sns, "bench-amqp", topic)
         row(f"PUT -> AMQP (RabbitMQ), non-persistent (n={n})",
             measure(s3, "bench-amqp", n, arrivals, "a"), "ack level broker")  # fmt: skip
+    return rows
+
+
+# The frontend options compared: rgw-up.sh's default and the frontend as Ceph ships it.
+FRONTENDS = (("tcp_nodelay=1 (rgw-up.sh)", None), ("Ceph's default frontend", ""))
+
+
+def kept_alive_rows(workdir: Path, calls: int) -> list[tuple[str, str, str, str]]:
+    """Metadata calls on one kept-alive connection, with and without TCP_NODELAY on RGW's side:
+    an XML answer is two small writes, and under Nagle the second waits for the client's
+    delayed ACK."""
+    rows: list[tuple[str, str, str, str]] = []
+    for label, options in FRONTENDS:
+        cluster, gateway = start_rgw(workdir / f"rgw-{len(rows)}", frontend_options=options)
+        with cluster:
+            s3 = gateway.s3_client()
+            s3.create_bucket(Bucket="bench-meta")
+            s3.put_object(Bucket="bench-meta", Key="k", Body=b"x" * 1024)
+            s3.put_object_tagging(
+                Bucket="bench-meta", Key="k", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}
+            )
+            probes: dict[str, Callable[[], object]] = {
+                "GetObjectTagging": partial(s3.get_object_tagging, Bucket="bench-meta", Key="k"),
+                "HeadObject": partial(s3.head_object, Bucket="bench-meta", Key="k"),
+            }
+            for name, probe in probes.items():
+                probe()  # the connection is open and kept alive from here on
+                samples = []
+                for _ in range(calls):
+                    started = time.perf_counter()
+                    probe()
+                    samples.append(time.perf_counter() - started)
+                rows.append(
+                    (
+                        f"{name}, kept-alive connection, {label} (n={calls})",
+                        ms(percentile(samples, 50)),
+                        ms(percentile(samples, 99)),
+                        "XML answer" if name == "GetObjectTagging" else "headers only",
+                    )
+                )
     return rows
 
 

@@ -20,7 +20,8 @@ from typing import Any
 from cli.commands import add_command
 
 DEMO_EPILOG = """\
-exit status: 0 every photo was classified by the function the split sent it to;
+exit status: 0 every photo was classified by the function the split sent it to (with
+--compare: by both classifiers, each pair joined by the evaluation function);
 1 something did not arrive in time or was dead-lettered (the message says which);
 3 the stack could not start (the message says why); 130 interrupted.
 """
@@ -60,10 +61,17 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--summary-json", type=Path, metavar="FILE", help="write the outcome as JSON to FILE"
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="sender authentication end to end: a local-only OIDC issuer, tokens from the "
+        "channel, and AUTH_* on every function it delivers to (docs/security.md)",
+    )
 
 
 def register(groups: Any) -> None:
     """Add the `demo` and `up` commands to the top-level CLI."""
+    from localknative.compare import OVERLAY
     from localknative.demo import DEFAULT_PHOTOS, DEFAULT_TIMEOUT
     from localknative.photos import MAX_PHOTOS
 
@@ -95,6 +103,16 @@ def register(groups: Any) -> None:
         action="store_true",
         help="after the summary, keep the stack up until Ctrl-C (like `up`), with the results "
         "page (its URL is the `results page:` line)",
+    )
+    demo.add_argument(
+        "--compare",
+        nargs="?",
+        const=OVERLAY,
+        type=Path,
+        metavar="OVERLAY",
+        help="play the evaluation overlay instead of --knative-dir (default "
+        "knative/overlays/evaluation): every photo goes to both classifiers, the evaluation "
+        "function joins their results, and the agreement table is printed (docs/evaluation.md)",
     )
     _add_shared(demo)
     demo.set_defaults(run=run_demo)
@@ -138,13 +156,14 @@ def _options(args: argparse.Namespace, keep_running: bool) -> Any:
         knative_dir=args.knative_dir,
         model_cache_dir=args.model_cache_dir,
         keep_logs=args.keep_logs,
+        auth=args.auth,
     )
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from localknative.demo import run
 
-    return run(_options(args, args.keep_running), sys.stdout)
+    return run(_options(args, args.keep_running), sys.stdout, compare=args.compare)
 
 
 def run_up(args: argparse.Namespace) -> int:

@@ -3,6 +3,11 @@
 Connection settings come from the environment (see common/s3.py: AWS_ENDPOINT_URL_S3,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and their aliases); scripts/rgw-up.sh
 prints exactly these. Results are printed as JSON on stdout, errors as one line on stderr.
+
+With SOURCE_PUSH_SECRET (or SOURCE_PUSH_SECRET_FILE) set, `setup` appends that secret to an
+http(s) endpoint's path, the same secret the source's HTTP adapter checks (source.push_auth), and
+`show` prints *** in its place. The secret is never taken from the command line (it would show in
+the process list) and never printed.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError
 
 from cli.commands import add_command
-from common.env import ConfigError
+from common.env import ConfigError, Env
 from common.s3 import S3Settings, make_s3_client, make_sns_client
 from source.notification_specs import (
     AMQP_ACK_LEVELS,
@@ -29,6 +34,7 @@ from source.notifications import NotificationError, SetupResult
 from source.notifications import remove as remove_notifications
 from source.notifications import setup as setup_notifications
 from source.notifications import show as show_notifications
+from source.push_auth import PushAuth, applies_to
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -113,6 +119,12 @@ def register(groups: Any) -> None:
         action="store_true",
         help="do not check the TLS certificate of an https/amqps endpoint",
     )
+    setup.add_argument(
+        "--without-push-secret",
+        action="store_true",
+        help="do not append $SOURCE_PUSH_SECRET to an http(s) endpoint (by default it is, when "
+        "set: the source's HTTP adapter then refuses pushes without it)",
+    )
     setup.set_defaults(run=run_setup)
 
     show = commands.add_parser(
@@ -145,11 +157,22 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _push_auth() -> PushAuth | None:
+    return PushAuth.from_env(Env())
+
+
 def run_setup(args: argparse.Namespace) -> int:
+    push_auth: PushAuth | None = None
     try:
+        push_auth = None if args.without_push_secret else _push_auth()
+        endpoint = args.endpoint
+        secret_in_path = push_auth is not None and applies_to(endpoint)
+        if push_auth is not None and secret_in_path:
+            endpoint = push_auth.endpoint(endpoint)
         topic = TopicSpec(
             name=args.topic,
-            endpoint=args.endpoint,
+            endpoint=endpoint,
+            secret_in_path=secret_in_path,
             persistent=args.persistent,
             opaque_data=args.opaque_data,
             amqp_exchange=args.amqp_exchange,
@@ -164,8 +187,9 @@ def run_setup(args: argparse.Namespace) -> int:
             prefix=args.prefix,
             suffixes=tuple(args.suffix),
         )
-    except SpecError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    except (SpecError, ConfigError) as exc:
+        message = str(exc) if push_auth is None else push_auth.redact(str(exc))
+        return _fail(message, EXIT_USAGE)
     return _with_clients(
         lambda s3, sns: _report_setup(
             setup_notifications(s3, sns, args.bucket, topic, notification),
@@ -187,7 +211,19 @@ def _report_setup(result: SetupResult, bucket: str, notification_id: str) -> Non
 
 
 def run_show(args: argparse.Namespace) -> int:
-    return _with_clients(lambda s3, sns: _print_json(show_notifications(s3, sns, args.bucket)))
+    try:
+        push_auth = _push_auth()
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+
+    def show(s3: S3Client, sns: SNSClient) -> None:
+        shown = show_notifications(s3, sns, args.bucket)
+        if push_auth is not None:
+            # The topic's EndPoint holds the secret as RGW stores it.
+            shown = json.loads(push_auth.redact(json.dumps(shown)))
+        _print_json(shown)
+
+    return _with_clients(show)
 
 
 def run_remove(args: argparse.Namespace) -> int:

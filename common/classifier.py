@@ -127,6 +127,9 @@ class ClassifierFunction(Function):
     """Download -> classify -> log / tag / reply, for every created object in an event."""
 
     model_name = "model"
+    # The reply's CloudEvent type: a function that answers with something other than a
+    # classification (the compliance verdict) names its own.
+    result_event_type = RESULT_EVENT_TYPE
 
     def __init__(self) -> None:
         self.s3_settings = S3Settings.from_env()
@@ -292,12 +295,16 @@ class ClassifierFunction(Function):
         if len(results) == 1:
             only = results[0]
             return new_event(
-                RESULT_EVENT_TYPE, source, only.as_data(), subject=only.key, event_id=only.result_id
+                self.result_event_type,
+                source,
+                only.as_data(),
+                subject=only.key,
+                event_id=only.result_id,
             )
         # One reply for several objects: its id is derived from theirs, so it is stable too.
         combined = str(uuid.uuid5(RESULT_NAMESPACE, "\0".join(r.result_id for r in results)))
         data = {"results": [r.as_data() for r in results]}
-        return new_event(RESULT_EVENT_TYPE, source, data, event_id=combined)
+        return new_event(self.result_event_type, source, data, event_id=combined)
 
 
 def _iso(moment: datetime | None) -> str | None:

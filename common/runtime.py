@@ -4,7 +4,12 @@ Modelled on the Knative Functions Python template: the author writes `handle` an
 `start`, `stop`, `alive` and `ready`; the runtime owns HTTP, CloudEvents parsing, object-event
 normalization, status codes, health endpoints, metrics, JSON logs and redelivery de-duplication.
 
-Endpoints: `POST /` (a CloudEvent), `GET /health/liveness` and `/health/readiness`, `GET /metrics`.
+Endpoints: `POST /` (a CloudEvent), `GET /health/liveness` and `/health/readiness`, `GET /metrics`,
+and any read-only JSON endpoints the function adds (`Function.routes`).
+
+A function takes RGW object notifications by default (`delivery.objects`); one that consumes
+other events (the evaluation joins the classifiers' results) names their types in `event_types`
+and reads `delivery.cloudevent` itself. Any other type is refused with 422, as before.
 """
 
 from __future__ import annotations
@@ -12,17 +17,34 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+# The AUTH_* variables are declared in common.auth; named here so that `rgw-inference config`
+# (which lists the variables of common.runtime) documents them with the runtime's.
+from common.auth import (  # noqa: F401
+    AUTH_ALGORITHMS,
+    AUTH_ALLOWED_SUBJECTS,
+    AUTH_AUDIENCE,
+    AUTH_CA_FILE,
+    AUTH_ISSUER,
+    AUTH_JWKS_MAX_AGE,
+    AUTH_JWKS_MIN_REFRESH,
+    AUTH_JWKS_TOKEN_FILE,
+    AUTH_JWKS_URL,
+    AUTH_LEEWAY_SECONDS,
+    AUTH_OIDC_DISCOVERY_URL,
+    SenderAuth,
+    sender_auth_from_env,
+)
 from common.cloudevents_http import (
     BaseCloudEvent,
     parse_request,
@@ -30,7 +52,7 @@ from common.cloudevents_http import (
     with_extensions,
 )
 from common.env import ConfigError, Env, env_var
-from common.errors import EventError
+from common.errors import EventError, UnsupportedPayload
 from common.events import ObjectEvent, parse_object_events
 from common.logs import configure_logging
 from common.runtime_support import Metrics, RecentIds, read_body
@@ -157,6 +179,20 @@ class Function:
     # `handle` runs in a worker thread so blocking I/O (boto3, gRPC) never stalls the event loop.
     # A function that does no I/O can say so and skip the thread hop.
     blocking = True
+    # None: RGW object notifications, normalized into `delivery.objects`. Else the CloudEvent
+    # types the function takes as they are (`delivery.objects` is empty).
+    event_types: ClassVar[frozenset[str] | None] = None
+
+    def instrument(self, registry: CollectorRegistry) -> None:
+        """Register the function's own Prometheus series; /metrics serves them with the
+        runtime's. Called once, before `start`."""
+
+    def refresh_metrics(self) -> None:
+        """Bring derived series up to date; called before each /metrics answer."""
+
+    def routes(self) -> Mapping[str, Callable[[], Any]]:
+        """Extra read-only endpoints: `GET <path>` answers the callable's JSON-able value."""
+        return {}
 
     def start(self) -> None:
         """Open clients (S3, gRPC, HTTP). Called once before the first event."""
@@ -202,9 +238,14 @@ def configured(build: Callable[[], T]) -> T:
         raise SystemExit(2) from None
 
 
-def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None = None) -> FastAPI:
+def create_app(
+    factory: Callable[[], Function],
+    settings: RuntimeSettings | None = None,
+    sender_auth: Callable[[], SenderAuth | None] = sender_auth_from_env,
+) -> FastAPI:
     """The ASGI app serving one function. Configuration is read here, at import time."""
     runtime = settings or configured(RuntimeSettings.from_env)
+    auth = configured(sender_auth)  # None unless AUTH_AUDIENCE is set (common.auth)
     configure_logging(
         runtime.log_level,
         {"service": runtime.k_service or "", "revision": runtime.k_revision or ""},
@@ -213,12 +254,15 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
     function = configured(factory)
     tracer = Tracer(runtime.otel_service_name or function.name, runtime.otlp_endpoint)
     metrics = Metrics()
+    function.instrument(metrics.registry)
     recent = RecentIds(runtime.dedup_window)
     state = {"started": False}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tracer.start()
+        if auth is not None:
+            await run_in_threadpool(auth.start)
         await run_in_threadpool(function.start)
         state["started"] = True
         log.info("function started", extra={"function": function.name})
@@ -240,6 +284,17 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         metrics.received.inc()
+        if auth is not None:
+            # Before the body is read: a stranger's event costs nothing more than the check.
+            refusal = await auth.check(request.headers.get("authorization"))
+            if refusal is not None:
+                metrics.unauthorized.labels(refusal.reason).inc()
+                metrics.failed.labels(str(refusal.status), refusal.reason).inc()
+                log.warning(
+                    "sender refused: " + refusal.message,
+                    extra={"status": refusal.status, "reason": refusal.reason},
+                )
+                return refusal.response()
         event_id: str | None = None
         fields: dict[str, Any] = {}
         try:
@@ -263,7 +318,7 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
                 metrics.duplicates.inc()
                 log.info("duplicate event dropped", extra=fields)
                 return Response(status_code=200, headers=_trace_headers())
-            objects = parse_object_events(event.get_data(), event_id, runtime.max_records_per_event)
+            objects = objects_of(event, function, event_id, runtime.max_records_per_event)
             delivery = Delivery(event, objects, received_at, span)
             if function.blocking:
                 reply = await run_in_threadpool(function.handle, delivery)
@@ -305,6 +360,7 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     async def prometheus_metrics(_: Request) -> Response:
+        function.refresh_metrics()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # Plain Starlette routes: the CloudEvent is parsed by the binding, so FastAPI's per-request
@@ -313,8 +369,37 @@ def create_app(factory: Callable[[], Function], settings: RuntimeSettings | None
     app.add_route("/health/liveness", liveness, methods=["GET"])
     app.add_route("/health/readiness", readiness, methods=["GET"])
     app.add_route("/metrics", prometheus_metrics, methods=["GET"])
+    for path, answer in function.routes().items():
+        if path in RESERVED_PATHS:
+            raise ValueError(f"{function.name}: {path} is the runtime's own endpoint")
+        app.add_route(path, _json_endpoint(answer), methods=["GET"])
 
     return app
+
+
+RESERVED_PATHS: Sequence[str] = ("/", "/health/liveness", "/health/readiness", "/metrics")
+
+
+def _json_endpoint(answer: Callable[[], Any]) -> Callable[[Request], Any]:
+    async def endpoint(_: Request) -> JSONResponse:
+        return JSONResponse(answer())
+
+    return endpoint
+
+
+def objects_of(
+    event: BaseCloudEvent, function: Function, event_id: str, max_records: int
+) -> list[ObjectEvent]:
+    """The object events a notification carries; none for a function that takes the event as it
+    is (`event_types`), which must be of one of its types (else 422)."""
+    if function.event_types is None:
+        return parse_object_events(event.get_data(), event_id, max_records)
+    if event.get_type() not in function.event_types:
+        raise UnsupportedPayload(
+            f"event type {event.get_type()!r}: {function.name} takes "
+            f"{', '.join(sorted(function.event_types))}"
+        )
+    return []
 
 
 def _elapsed(started: float) -> dict[str, float]:

@@ -39,6 +39,13 @@ class Metrics:
             "Redelivered CloudEvents dropped by id",
             registry=self.registry,
         )
+        # Sender authentication (common.auth): requests refused before reading the event.
+        self.unauthorized = Counter(
+            "cloudevents_unauthorized",
+            "POST / requests refused by sender authentication, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "cloudevent_handle_seconds",
             "Time from request to answer",

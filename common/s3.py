@@ -7,7 +7,7 @@ the runtime's permanent/transient errors so a function never has to look at boto
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,8 @@ from common.errors import (
     TransientError,
 )
 from common.events import ObjectEvent
+
+MAX_TAGS = 10  # S3's limit per object
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -166,6 +168,7 @@ class ObjectStore:
     def __init__(self, settings: S3Settings, client: S3Client | None = None) -> None:
         self._settings = settings
         self._client = client or make_s3_client(settings)
+        self._client.meta.events.register("before-sign.s3.CopyObject", _rgw_copy_if_match)
 
     @property
     def client(self) -> S3Client:
@@ -264,6 +267,134 @@ class ObjectStore:
             raise _map_client_error(exc, where) from None
         except (ConnectionError, ReadTimeoutError, BotoCoreError) as exc:
             raise TransientError(f"RGW unreachable while tagging {where}: {exc}") from None
+
+    # --- writes the compliance function needs: merge tags, copy and delete exact versions ---
+
+    def merge_tags(
+        self, obj: ObjectEvent, tags: Mapping[str, str], keep: str = ""
+    ) -> dict[str, str]:
+        """Write `tags` into the version's tag set and keep every other tag (the owner's, the
+        result records): read, merge, write. Over S3's 10 tags, other tags make room, those
+        whose key starts with `keep` last; none of `tags` is ever dropped. Returns what was
+        written. (Two writers at once: RGW answers 409, a TransientError, and the retry reads
+        the other's tags.)"""
+        current = self.get_tags(obj).tags
+        merged = {k: v for k, v in current.items() if k not in tags}
+        excess = len(merged) + len(tags) - MAX_TAGS
+        if excess > 0:
+            # sorted() is stable: unprotected tags first, each group in the order RGW gave.
+            order = sorted(merged, key=lambda k: bool(keep) and k.startswith(keep))
+            for victim in order[:excess]:
+                del merged[victim]
+        merged.update(tags)
+        self.put_tags(obj, merged)
+        return merged
+
+    def head_etag(self, bucket: str, key: str) -> str | None:
+        """The ETag of the current version of `bucket/key`, None if there is none."""
+        where = f"s3://{bucket}/{key}"
+        try:
+            response = self._call(
+                where, "reading", lambda: self._client.head_object(Bucket=bucket, Key=key)
+            )
+        except ObjectGone:
+            return None
+        return _etag(response)
+
+    def current_tags(self, bucket: str, key: str) -> dict[str, str] | None:
+        """The tags of the current version of `bucket/key` (any bucket, e.g. a destination
+        outside ALLOWED_BUCKETS), None if there is no such object."""
+        where = f"s3://{bucket}/{key}"
+        try:
+            response = self._call(
+                where,
+                "reading the tags of",
+                lambda: self._client.get_object_tagging(Bucket=bucket, Key=key),
+            )
+        except ObjectGone:
+            return None
+        return {t["Key"]: t["Value"] for t in response.get("TagSet", [])}
+
+    def require_bucket(self, bucket: str) -> None:
+        """HeadBucket: ObjectGone if it does not exist, Forbidden if these keys may not use it."""
+        self._call(f"s3://{bucket}", "checking", lambda: self._client.head_bucket(Bucket=bucket))
+
+    def copy_version(self, obj: ObjectEvent, etag: str | None, bucket: str) -> str | None:
+        """Server-side CopyObject of exactly the event's version to `bucket` under the same key,
+        with its metadata and tags; returns the copy's version id (None: unversioned bucket).
+
+        The source is pinned: its version id in a versioned bucket, else `CopySourceIfMatch`
+        on the ETag (also under RGW 16.2's header name, `_rgw_copy_if_match`), so an object
+        overwritten since is never copied in its place (`Stale`)."""
+        self.check_bucket(obj.bucket)
+        source: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+        pin: dict[str, Any] = {}
+        if obj.version_id and obj.version_id != "null":
+            source["VersionId"] = obj.version_id
+        elif etag:
+            pin["CopySourceIfMatch"] = f'"{etag}"'
+        where = f"s3://{obj.bucket}/{obj.key} -> s3://{bucket}/{obj.key}"
+        response = self._call(
+            where,
+            "copying",
+            lambda: self._client.copy_object(
+                Bucket=bucket,
+                Key=obj.key,
+                CopySource=source,  # type: ignore[arg-type]
+                MetadataDirective="COPY",
+                TaggingDirective="COPY",
+                **pin,
+            ),
+            stale=f"{where}: the source no longer has ETag {etag}",
+        )
+        return response.get("VersionId") or None
+
+    def delete_version(self, obj: ObjectEvent, etag: str | None) -> None:
+        """Delete exactly the event's version: by version id in a versioned bucket (the version
+        itself, no delete marker); else only if the object still has `etag` (HEAD with
+        If-Match first: S3's DeleteObject has no condition, so a write between the two calls
+        is the one remaining race)."""
+        self.check_bucket(obj.bucket)
+        where = f"s3://{obj.bucket}/{obj.key}"
+        version: dict[str, Any] = {}
+        if obj.version_id and obj.version_id != "null":
+            version["VersionId"] = obj.version_id
+        elif etag:
+            self._call(
+                where,
+                "checking",
+                lambda: self._client.head_object(
+                    Bucket=obj.bucket, Key=obj.key, IfMatch=f'"{etag}"'
+                ),
+                stale=f"{where} no longer has ETag {etag}; not deleted",
+            )
+        self._call(
+            where,
+            "deleting",
+            lambda: self._client.delete_object(Bucket=obj.bucket, Key=obj.key, **version),
+        )
+
+    def _call(
+        self, where: str, doing: str, call: Callable[[], Any], stale: str | None = None
+    ) -> Any:
+        """One S3 call with its errors mapped (permanent 4xx, transient 5xx / unreachable);
+        with `stale`, a 412 (a failed If-Match) raises `Stale` with that message."""
+        try:
+            return call()
+        except ClientError as exc:
+            if stale is not None and _status(exc) == 412:
+                raise Stale(stale) from None
+            raise _map_client_error(exc, where) from None
+        except (ConnectionError, ReadTimeoutError, BotoCoreError) as exc:
+            raise TransientError(f"RGW unreachable while {doing} {where}: {exc}") from None
+
+
+def _rgw_copy_if_match(request: Any, **_: Any) -> None:
+    """RGW 16.2 ignores S3's `x-amz-copy-source-if-match` and reads `x-amz-copy-if-match`
+    instead (a copy whose source changed would go through): send the condition under both."""
+    condition = request.headers.get("x-amz-copy-source-if-match")
+    if condition is not None and "x-amz-copy-if-match" not in request.headers:
+        request.headers["x-amz-copy-if-match"] = condition
 
 
 def _etag(response: Mapping[str, Any]) -> str | None:

@@ -1,9 +1,10 @@
-"""Google Cloud Vision REST client: LABEL_DETECTION over `POST {endpoint}/v1/images:annotate`.
+"""Google Cloud Vision REST client: LABEL_DETECTION and SAFE_SEARCH_DETECTION over
+`POST {endpoint}/v1/images:annotate` (VISION_FEATURES says which).
 
 One `VisionClient` per process holds one `httpx.Client` (HTTP/1.1 keep-alive). A call:
 
     image bytes -> size checks -> JSON body (base64) -> POST, retried within VISION_DEADLINE
-    -> per-image result -> `Label`s, best first
+    -> per-image result -> `Annotation`: `Label`s, best first, and the SafeSearch likelihoods
 
 Errors are mapped to the runtime's errors, so the function answers the status Knative acts on:
 
@@ -29,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -38,13 +40,16 @@ from common.errors import TransientError
 from common.vision_messages import (
     ANNOTATE_PATH,
     API_KEY_HEADER,
+    FEATURES,
+    LABEL_DETECTION,
+    Annotation,
+    AnnotationResult,
     ImageFailure,
     ImageResult,
     RetryableCallError,
     build_request_body,
     call_error,
-    json_or_none,
-    parse_response,
+    parse_annotations,
     parse_retry_after,
 )
 
@@ -67,6 +72,24 @@ VISION_TIMEOUT = env_var("VISION_TIMEOUT", "Seconds per HTTP attempt.", VISION, 
 VISION_DEADLINE = env_var(
     "VISION_DEADLINE", "Seconds for all attempts of one call, retries included.", VISION, "30"
 )
+VISION_FEATURES = env_var(
+    "VISION_FEATURES",
+    "Comma-separated features asked for per image: LABEL_DETECTION, SAFE_SEARCH_DETECTION.",
+    VISION,
+    LABEL_DETECTION,
+)
+
+
+def parse_features(names: Sequence[str]) -> tuple[str, ...]:
+    """VISION_FEATURES' names, upper-cased, in order, once each; anything unknown is refused."""
+    features = tuple(dict.fromkeys(name.strip().upper() for name in names if name.strip()))
+    unknown = [name for name in features if name not in FEATURES]
+    if unknown or not features:
+        raise ConfigError(
+            f"{VISION_FEATURES.name}: expected a comma-separated list of {', '.join(FEATURES)}; "
+            f"got {', '.join(repr(n) for n in (unknown or names)) or 'nothing'}"
+        )
+    return features
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,7 @@ class VisionSettings:
     max_results: int = 1
     timeout: float = 10.0
     deadline: float = 30.0
+    features: tuple[str, ...] = (LABEL_DETECTION,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> VisionSettings:
@@ -93,6 +117,7 @@ class VisionSettings:
             max_results=env.integer(VISION_MAX_RESULTS, 1, 1000),
             timeout=env.number(VISION_TIMEOUT, 0.01),
             deadline=env.number(VISION_DEADLINE, 0.01),
+            features=parse_features(env.csv(VISION_FEATURES)),
         )
 
 
@@ -117,7 +142,7 @@ class RetryPolicy:
 
 
 class VisionClient:
-    """LABEL_DETECTION calls with retries inside a deadline. Thread-safe; `close()` once."""
+    """images:annotate calls with retries inside a deadline. Thread-safe; `close()` once."""
 
     def __init__(
         self,
@@ -150,23 +175,46 @@ class VisionClient:
 
     def detect_labels(self, image: bytes, max_results: int | None = None) -> list[Label]:
         """Labels for one image, best first; raises the mapped EventError on failure."""
-        [result] = self.detect_labels_batch([image], max_results)
-        if isinstance(result, ImageFailure):
-            raise result.error
-        return result
+        return self.annotate(image, max_results, (LABEL_DETECTION,)).labels
 
     def detect_labels_batch(
         self, images: Sequence[bytes], max_results: int | None = None
     ) -> list[ImageResult]:
-        """One result per image (labels or an ImageFailure), in order.
+        """One result per image (labels or an ImageFailure), in order (LABEL_DETECTION only)."""
+        return [
+            result.labels if isinstance(result, Annotation) else result
+            for result in self.annotate_batch(images, max_results, (LABEL_DETECTION,))
+        ]
+
+    def annotate(
+        self,
+        image: bytes,
+        max_results: int | None = None,
+        features: Sequence[str] | None = None,
+    ) -> Annotation:
+        """One image's annotation for `features` (default: VISION_FEATURES); raises the mapped
+        EventError on failure."""
+        [result] = self.annotate_batch([image], max_results, features)
+        if isinstance(result, ImageFailure):
+            raise result.error
+        return result
+
+    def annotate_batch(
+        self,
+        images: Sequence[bytes],
+        max_results: int | None = None,
+        features: Sequence[str] | None = None,
+    ) -> list[AnnotationResult]:
+        """One result per image (an Annotation or an ImageFailure), in order.
 
         A call-level failure raises; images with a retryable per-image error are sent again
         (only those) while the deadline allows.
         """
+        wanted_features = tuple(features or self._settings.features)
         wanted = max_results or self._settings.max_results
-        results: list[ImageResult | None] = [None] * len(images)
+        results: list[AnnotationResult | None] = [None] * len(images)
         # Built before the first attempt: a size violation fails before anything is sent.
-        first_body = build_request_body(images, wanted)
+        first_body = build_request_body(images, wanted, wanted_features)
         pending = list(range(len(images)))
         started = time.monotonic()
         deadline = started + self._settings.deadline
@@ -177,7 +225,7 @@ class VisionClient:
                 body = (
                     first_body
                     if len(pending) == len(images)
-                    else build_request_body([images[i] for i in pending], wanted)
+                    else build_request_body([images[i] for i in pending], wanted, wanted_features)
                 )
                 answered = self._post(body, len(pending), deadline)
                 still_pending = []
@@ -212,11 +260,13 @@ class VisionClient:
             if self._closing.wait(delay):
                 raise TransientError(f"Vision client closed while retrying: {reason}")
 
-    def _failure_reason(self, results: Sequence[ImageResult | None], pending: list[int]) -> str:
+    def _failure_reason(
+        self, results: Sequence[AnnotationResult | None], pending: list[int]
+    ) -> str:
         first = results[pending[0]]
         return first.message if isinstance(first, ImageFailure) else "unknown"
 
-    def _post(self, body: bytes, expected: int, deadline: float) -> list[ImageResult]:
+    def _post(self, body: bytes, expected: int, deadline: float) -> list[AnnotationResult]:
         remaining = deadline - time.monotonic()
         timeout = max(0.01, min(self._settings.timeout, remaining))
         headers = {API_KEY_HEADER: self._key.reveal()} if self._key else {}
@@ -237,8 +287,16 @@ class VisionClient:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             mapped = call_error(response.status_code, payload, retry_after, self._redact)
             raise mapped
-        return parse_response(payload, expected, self._redact)
+        return parse_annotations(payload, expected, self._redact)
 
     def _redact(self, text: str) -> str:
         key = self._key.reveal() if self._key else ""
         return text.replace(key, "***") if key else text
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The answer's JSON, or None when it is not JSON (a proxy's HTML error page)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None

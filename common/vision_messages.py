@@ -1,6 +1,13 @@
-"""The Vision API's `images:annotate` messages for LABEL_DETECTION, as pure functions: the request
-body within Google's limits, the per-image results, and each failure mapped to the runtime's
-errors (the table in `common.vision`). The client that sends them is `common.vision`.
+"""The Vision API's `images:annotate` messages for LABEL_DETECTION and SAFE_SEARCH_DETECTION, as
+pure functions: the request body within Google's limits, the per-image results, and each failure
+mapped to the runtime's errors (the table in `common.vision`). The client that sends them is
+`common.vision`.
+
+SafeSearch (v1 `SafeSearchAnnotation`): five categories, `adult`, `spoof`, `medical`, `violence`
+and `racy`, each a `Likelihood` enum value: UNKNOWN (0), VERY_UNLIKELY, UNLIKELY, POSSIBLE, LIKELY,
+VERY_LIKELY (5). The REST API writes them as proto3 JSON: enum names as strings (numbers are
+accepted too), and a field at its default, UNKNOWN, is left out. A value outside the enum is a
+malformed answer.
 """
 
 from __future__ import annotations
@@ -13,9 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from common.classifier import Label
 from common.errors import (
     EventError,
     Forbidden,
@@ -24,9 +28,17 @@ from common.errors import (
     TooLarge,
     TransientError,
 )
+from common.result_records import Label
 
 ANNOTATE_PATH = "/v1/images:annotate"
 API_KEY_HEADER = "x-goog-api-key"
+
+LABEL_DETECTION = "LABEL_DETECTION"
+SAFE_SEARCH_DETECTION = "SAFE_SEARCH_DETECTION"
+FEATURES = (LABEL_DETECTION, SAFE_SEARCH_DETECTION)  # the feature types this client asks for
+# google.cloud.vision.v1.Likelihood, in enum order (index = number).
+LIKELIHOODS = ("UNKNOWN", "VERY_UNLIKELY", "UNLIKELY", "POSSIBLE", "LIKELY", "VERY_LIKELY")
+SAFE_SEARCH_CATEGORIES = ("adult", "spoof", "medical", "violence", "racy")
 
 # Google's published content limits for images:annotate.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -70,7 +82,34 @@ class ImageFailure:
         return self.code in _RETRYABLE_RPC_CODES
 
 
+@dataclass(frozen=True)
+class SafeSearch:
+    """One image's `safeSearchAnnotation`: a Likelihood name per category."""
+
+    adult: str = "UNKNOWN"
+    spoof: str = "UNKNOWN"
+    medical: str = "UNKNOWN"
+    violence: str = "UNKNOWN"
+    racy: str = "UNKNOWN"
+
+    def as_dict(self) -> dict[str, str]:
+        return {category: getattr(self, category) for category in SAFE_SEARCH_CATEGORIES}
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What one image got: its labels (best first) and, when asked for, its SafeSearch."""
+
+    labels: list[Label]
+    safe_search: SafeSearch | None = None
+
+
 ImageResult = list[Label] | ImageFailure
+AnnotationResult = Annotation | ImageFailure
+
+
+class MalformedAnswer(ValueError):
+    """A 200 answer whose content does not follow the API's documented shape."""
 
 
 def check_image_size(image: bytes, limit: int = MAX_IMAGE_BYTES) -> None:
@@ -80,15 +119,24 @@ def check_image_size(image: bytes, limit: int = MAX_IMAGE_BYTES) -> None:
         )
 
 
-def build_request_body(images: Sequence[bytes], max_results: int) -> bytes:
-    """The JSON body of images:annotate for LABEL_DETECTION; refuses what Google would refuse."""
+def build_request_body(
+    images: Sequence[bytes], max_results: int, features: Sequence[str] = (LABEL_DETECTION,)
+) -> bytes:
+    """The JSON body of images:annotate for `features`; refuses what Google would refuse."""
     if not 1 <= len(images) <= MAX_IMAGES_PER_REQUEST:
         raise ValueError(f"1 to {MAX_IMAGES_PER_REQUEST} images per request, got {len(images)}")
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown or not features:
+        raise ValueError(f"features must be some of {list(FEATURES)}, got {list(features)}")
     for image in images:
         check_image_size(image)
-    feature = {"type": "LABEL_DETECTION", "maxResults": max_results}
+    # maxResults only means something to LABEL_DETECTION (SafeSearch has one answer per image).
+    wanted = [
+        {"type": f, "maxResults": max_results} if f == LABEL_DETECTION else {"type": f}
+        for f in features
+    ]
     requests = [
-        {"image": {"content": base64.b64encode(image).decode("ascii")}, "features": [feature]}
+        {"image": {"content": base64.b64encode(image).decode("ascii")}, "features": wanted}
         for image in images
     ]
     body = json.dumps({"requests": requests}, separators=(",", ":")).encode("ascii")
@@ -113,6 +161,35 @@ def parse_labels(slot: Mapping[str, Any]) -> list[Label]:
     return sorted(labels, key=lambda label: label.score, reverse=True)
 
 
+def parse_likelihood(value: Any, where: str) -> str:
+    """A Likelihood from proto3 JSON: its name, or its number; anything else is refused."""
+    if isinstance(value, str) and value in LIKELIHOODS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(LIKELIHOODS):
+        return LIKELIHOODS[value]
+    raise MalformedAnswer(
+        f"{where} is {value!r}, not a Likelihood (one of {', '.join(LIKELIHOODS)})"
+    )
+
+
+def parse_safe_search(slot: Mapping[str, Any]) -> SafeSearch | None:
+    """`safeSearchAnnotation` of one response slot; None when the slot has none. A category
+    left out is UNKNOWN (proto3 JSON omits default values)."""
+    annotation = slot.get("safeSearchAnnotation")
+    if annotation is None:
+        return None
+    if not isinstance(annotation, Mapping):
+        raise MalformedAnswer(f"safeSearchAnnotation is {annotation!r}, not an object")
+    return SafeSearch(
+        **{
+            category: parse_likelihood(
+                annotation.get(category, "UNKNOWN"), f"safeSearchAnnotation.{category}"
+            )
+            for category in SAFE_SEARCH_CATEGORIES
+        }
+    )
+
+
 def image_failure(status: Mapping[str, Any], redact: Callable[[str], str]) -> ImageFailure:
     """Map a per-image google.rpc.Status to the error the event should end with."""
     code = _int(status.get("code"))
@@ -131,21 +208,37 @@ def image_failure(status: Mapping[str, Any], redact: Callable[[str], str]) -> Im
 
 
 def parse_response(payload: Any, expected: int, redact: Callable[[str], str]) -> list[ImageResult]:
+    """The labels per image (or its failure), in request order; a malformed answer is retryable."""
+    return [
+        result.labels if isinstance(result, Annotation) else result
+        for result in parse_annotations(payload, expected, redact)
+    ]
+
+
+def parse_annotations(
+    payload: Any, expected: int, redact: Callable[[str], str]
+) -> list[AnnotationResult]:
     """One result per image, in request order; a malformed answer is retryable."""
     slots = payload.get("responses") if isinstance(payload, Mapping) else None
     if not isinstance(slots, list) or len(slots) != expected:
         raise RetryableCallError(
             f"Vision API answered 200 without {expected} entries in 'responses'"
         )
-    results: list[ImageResult] = []
-    for slot in slots:
+    results: list[AnnotationResult] = []
+    for index, slot in enumerate(slots):
         if not isinstance(slot, Mapping):
             raise RetryableCallError("Vision API answered 200 with a malformed 'responses' entry")
         error = slot.get("error")
         if isinstance(error, Mapping) and _int(error.get("code")) != 0:
             results.append(image_failure(error, redact))
-        else:
-            results.append(parse_labels(slot))
+            continue
+        try:
+            safe_search = parse_safe_search(slot)
+        except MalformedAnswer as exc:
+            raise RetryableCallError(
+                f"Vision API answered 200 with a malformed responses[{index}]: {exc}"
+            ) from None
+        results.append(Annotation(parse_labels(slot), safe_search))
     return results
 
 
@@ -211,10 +304,3 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return -1
-
-
-def json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None

@@ -27,6 +27,8 @@ With `--forward URL` each event it kept is also delivered on to URL, as it came 
 and body), after the answer: what the Broker does for its Trigger's subscriber (the results
 service, for the results; its dead-letter endpoint, for the dead letters). A failed delivery
 is retried (5 times, 0.2 s doubling, as the manifests' delivery policy says) and then logged.
+With `--forward-type TYPE` only events of that type go on (the Trigger's `filter.attributes.type`:
+Trigger `results` takes the classification results, not the compliance verdicts).
 
 Without `--out` nothing is written: a bare sink that reads the body and answers (the ceiling in
 benchmarks/bench_receiver.py, served as `localknative.collector:bare_sink`).
@@ -50,11 +52,14 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from common.cloudevents_http import new_event, parse_request, to_binary_headers
 from common.errors import InvalidCloudEvent
 from common.logs import configure_logging
+
+if TYPE_CHECKING:
+    import httpx  # imported when forwarding is used: the plain sink does without
 
 log = logging.getLogger("collector")
 
@@ -137,10 +142,13 @@ class Sink:
         status: int = 200,
         delay: float = 0.0,
         forward: str | None = None,
+        forward_type: str | None = None,
     ) -> None:
         self.out = out
         self.forward = forward
+        self.forward_type = forward_type
         self._forwarding: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None  # made in the serving loop, on first use
         self.role = role
         self.reply_type = reply_type
         self.requests = requests
@@ -175,8 +183,9 @@ class Sink:
             first: dict[str, str] = {}
             for name, value in headers:
                 first.setdefault(name, value)
-            answer = self._event(path, first, body)
-            if self.forward is not None and answer.status < 300:
+            answer, event_type = self._event(path, first, body)
+            wanted = self.forward_type is None or event_type == self.forward_type
+            if self.forward is not None and answer.status < 300 and wanted:
                 task = asyncio.get_running_loop().create_task(self._deliver(first, body))
                 self._forwarding.add(task)
                 task.add_done_callback(self._forwarding.discard)
@@ -188,22 +197,26 @@ class Sink:
 
         assert self.forward is not None
         wanted = {k: v for k, v in headers.items() if k.startswith("ce-") or k == "content-type"}
-        async with httpx.AsyncClient(timeout=30.0) as client:
-            for attempt in range(FORWARD_RETRIES + 1):
-                try:
-                    answer = await client.post(self.forward, headers=wanted, content=body)
-                    if answer.status_code < 500:
-                        if answer.status_code >= 300:
-                            log.warning(
-                                f"{self.role}: {self.forward} refused an event",
-                                extra={"status": answer.status_code, "answer": answer.text[:300]},
-                            )
-                        return
-                    why = f"HTTP {answer.status_code}"
-                except httpx.HTTPError as exc:
-                    why = f"{type(exc).__name__}: {exc}"
-                if attempt < FORWARD_RETRIES:
-                    await asyncio.sleep(FORWARD_BACKOFF_S * 2**attempt)
+        # One pooled client for the process: a client per event built a new TLS context each
+        # time, which was 90 % of this process's CPU in `bench_pipeline --profile`.
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=30.0)
+        client = self._client
+        for attempt in range(FORWARD_RETRIES + 1):
+            try:
+                answer = await client.post(self.forward, headers=wanted, content=body)
+                if answer.status_code < 500:
+                    if answer.status_code >= 300:
+                        log.warning(
+                            f"{self.role}: {self.forward} refused an event",
+                            extra={"status": answer.status_code, "answer": answer.text[:300]},
+                        )
+                    return
+                why = f"HTTP {answer.status_code}"
+            except httpx.HTTPError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if attempt < FORWARD_RETRIES:
+                await asyncio.sleep(FORWARD_BACKOFF_S * 2**attempt)
         log.error(f"{self.role}: could not deliver an event to {self.forward}: {why}")
 
     def _write(self, entry: dict[str, Any]) -> None:
@@ -215,12 +228,14 @@ class Sink:
             self.out.write(json.dumps(entry, default=str) + "\n")
             self.out.flush()
 
-    def _event(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
+    def _event(self, path: str, headers: dict[str, str], body: bytes) -> tuple[Answer, str | None]:
+        """The answer to one event, and its type (None if it is not a CloudEvent)."""
         try:
             entry = event_entry(path, headers, body)
         except InvalidCloudEvent as exc:
             payload = {"error": "invalid-cloudevent", "message": str(exc)}
-            return Answer(400, json.dumps(payload).encode(), {"content-type": "application/json"})
+            answer = Answer(400, json.dumps(payload).encode(), {"content-type": "application/json"})
+            return answer, None
         if self.out is not None:
             self._write(entry)
         attributes = entry["attributes"]
@@ -228,8 +243,9 @@ class Sink:
             f"{self.role}: {attributes.get('type')} {attributes.get('subject') or ''}".rstrip(),
             extra={"event_id": attributes.get("id"), "source": attributes.get("source")},
         )
+        event_type = attributes.get("type")
         if self.reply_type is None:
-            return Answer(202)
+            return Answer(202), event_type
         reply = new_event(
             self.reply_type,
             f"/local/{self.role}",
@@ -237,7 +253,7 @@ class Sink:
             subject=attributes.get("subject"),
         )
         reply_headers, reply_body = to_binary_headers(reply)
-        return Answer(200, reply_body, reply_headers)
+        return Answer(200, reply_body, reply_headers), event_type
 
     def _control(self, method: str, name: str, body: bytes) -> Answer:
         try:
@@ -312,12 +328,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--status", type=int, default=200, help="with --requests: the answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait to answer")
     parser.add_argument("--forward", metavar="URL", help="deliver each kept event on to URL")
+    parser.add_argument("--forward-type", metavar="TYPE", help="forward only events of this type")
     args = parser.parse_args(argv)
     configure_logging("INFO", {"service": args.role})
     with contextlib.ExitStack() as files:
         out = files.enter_context(args.out.open("a", encoding="utf-8")) if args.out else None
         app = Sink(
-            out, args.role, args.reply_type, args.requests, args.status, args.delay, args.forward
+            out,
+            args.role,
+            args.reply_type,
+            args.requests,
+            args.status,
+            args.delay,
+            args.forward,
+            args.forward_type,
         )
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0

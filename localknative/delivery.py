@@ -14,14 +14,17 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from common.cloudevents_http import BaseCloudEvent
 from localknative.poster import Answer, Message, Poster, Unanswered, reply_in
 from localknative.routing import SubscriptionPlan, choose_target, is_retryable
 from localknative.topology import DeliverySpec
+
+if TYPE_CHECKING:
+    from localknative.issuer import TokenClient
 
 log = logging.getLogger("dispatcher")
 
@@ -47,6 +50,23 @@ class EventAttributes:
             type=str(event.get_type()),
             subject=None if subject is None else str(subject),
         )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How the dispatcher authenticates to subscribers, as Knative's does with
+    `authentication-oidc`: a token for the target's audience, with the Subscription's OIDC
+    service account as the subject. A target without an audience gets no token (Knative adds
+    one only when the destination has an audience)."""
+
+    tokens: TokenClient
+    audiences: Mapping[str, str]  # target (Kind/name) -> audience
+    subjects: Mapping[str, str]  # Subscription name -> its identity (`sub`)
+
+    def for_target(self, subscription: str, target: str) -> tuple[str, str] | None:
+        audience = self.audiences.get(target)
+        subject = self.subjects.get(subscription)
+        return None if audience is None or subject is None else (subject, audience)
 
 
 @dataclass(frozen=True)
@@ -85,15 +105,23 @@ class Dispatcher:
         client: Poster,
         record: IO[str] | None = None,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        credentials: Credentials | None = None,
     ) -> None:
         self.plans = list(plans)
         self.client = client
         self.record = record
         self.attempt_timeout = attempt_timeout
+        self.credentials = credentials
 
-    async def send(self, url: str, message: Message, delivery: DeliverySpec) -> Attempted:
+    async def send(
+        self,
+        url: str,
+        message: Message,
+        delivery: DeliverySpec,
+        identity: tuple[str, str] | None = None,
+    ) -> Attempted:
         """POST with Knative's retry rules; returns after success, a permanent error or the
-        last retry."""
+        last retry. With an `identity` (subject, audience) each attempt carries a bearer token."""
         timeout = delivery.timeout or self.attempt_timeout
         attempts = 0
         while True:
@@ -102,7 +130,11 @@ class Dispatcher:
             response: Answer | None = None
             error: str | None = None
             try:
-                response = await self.client.post(url, message.headers, message.body, timeout)
+                headers = message.headers
+                if identity is not None and self.credentials is not None:
+                    token = await self.credentials.tokens.token(*identity)
+                    headers = {**headers, "authorization": f"Bearer {token}"}
+                response = await self.client.post(url, headers, message.body, timeout)
                 status = response.status
             except Unanswered as exc:
                 error = str(exc)
@@ -135,7 +167,12 @@ class Dispatcher:
     ) -> Outcome:
         started = time.perf_counter()
         target = choose_target(plan.targets, event.id)
-        result = await self.send(target.url, message, plan.delivery)
+        identity = (
+            self.credentials.for_target(plan.name, target.name)
+            if self.credentials is not None
+            else None
+        )
+        result = await self.send(target.url, message, plan.delivery, identity)
         replied = False
         if result.ok:
             outcome = "delivered"

@@ -12,22 +12,41 @@ The functions, their environment and the channel's wiring come from knative/base
 wires its notifications with the project's own `notifications setup` command, uploads the
 photos, prints what happens as it happens and a summary table, and tears everything down. With
 `keep_running` it stays up (and keeps printing) until Ctrl-C.
+
+`run(options, compare=OVERLAY)` plays knative/overlays/evaluation instead of the manifests of
+`options.knative_dir` (`localknative.overlay` writes what it builds into the run's directory):
+every object goes to both classifiers, their results reach the evaluation function through the
+overlay's Trigger (`localknative.compare`), and the demo prints the agreement table from the
+function's report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
+
 from localknative.collector import read_entries
+from localknative.compare import (
+    EVALUATION,
+    AgreementRow,
+    Comparer,
+    Totals,
+    agreement_rows,
+    agreement_table,
+)
 from localknative.hints import print_usage_hints
 from localknative.launch import DEFAULT_PHOTOS, DEFAULT_TIMEOUT, DemoOptions, Endpoints, start_stack
+from localknative.overlay import materialize
 from localknative.parts import BUCKET, RESNET_MODEL, s3_client
 from localknative.photos import Photo, load_photos
 from localknative.report import Reporter, Tracker, summary_table
@@ -86,8 +105,13 @@ def missing_parts(knative_dir: Path) -> list[str]:
 
 
 class Demo:
-    def __init__(self, options: DemoOptions, out: IO[str]) -> None:
+    def __init__(self, options: DemoOptions, out: IO[str], compare: bool = False) -> None:
         self.options = options
+        # Every object to both classifiers (the evaluation overlay): the agreement table too.
+        self.compare = compare
+        self.comparer: Comparer | None = None
+        self.agreement: list[AgreementRow] = []
+        self.evaluation_report: dict[str, Any] = {}
         self.reporter = Reporter(out)
         self.out = out
         self.tracker = Tracker(BUCKET)
@@ -109,6 +133,23 @@ class Demo:
         self.results = endpoints.results_log
         self.dead_letters = endpoints.dead_letters_log
         self.roles = endpoints.roles
+        if self.compare:
+            url = endpoints.functions.get(EVALUATION)
+            if url is None:
+                raise DemoFailed(f"--compare: the manifests run no {EVALUATION} function")
+            # With --auth the played Trigger sends tokens for the function's audience.
+            self.comparer = Comparer(
+                self.options.knative_dir,
+                url,
+                self.results,
+                endpoints.issuer,
+                endpoints.audiences.get(EVALUATION),
+            )
+            for player in self.comparer.players:
+                self.say(
+                    f"trigger {player.trigger.name}: the Broker's results to {EVALUATION} at {url} "
+                    f"(filter {dict(player.trigger.attributes)})"
+                )
         return endpoints
 
     def upload(self, rgw: Rgw, photos: list[Photo]) -> None:
@@ -155,6 +196,28 @@ class Demo:
                 for text in absorb(entry):
                     self.say(text)
             self._offsets[name] = len(entries)
+        if self.comparer is not None:
+            self.comparer.poll()
+
+    def compare_results(self, stack: Stack) -> bool:
+        """Until the evaluation function paired every uploaded object, or the deadline; the
+        rows (from its report) are in `self.agreement` either way."""
+        assert self.comparer is not None
+        deadline = time.monotonic() + self.options.timeout
+        while True:
+            self.poll()
+            try:
+                self.evaluation_report = self.comparer.report()
+            except httpx.HTTPError as exc:
+                raise DemoFailed(f"{EVALUATION}'s report: {exc}") from None
+            self.agreement = agreement_rows(self.evaluation_report, BUCKET, self.keys)
+            if len(self.agreement) == len(self.keys):
+                return True
+            if _stopped(stack):
+                raise DemoFailed(f"{_stopped(stack)} stopped unexpectedly")
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
 
     def watch(self, stack: Stack) -> bool:
         """Until every uploaded object is classified or dead-lettered, or the deadline."""
@@ -188,10 +251,17 @@ class Demo:
                 problems.append(f"{key}: no result within {self.options.timeout:.0f} s ({where})")
             elif row.status == "dead-lettered":
                 problems.append(f"{key}: dead-lettered ({row.dead_letter})")
-            elif row.routed_to is not None and row.routed_to != row.function:
+            elif not self.compare and row.routed_to is not None and row.routed_to != row.function:
+                # (With --compare every object goes to both: the pairs are checked instead.)
                 problems.append(
                     f"{key}: routed to {row.routed_to} but classified by {row.function}"
                 )
+        if self.compare:
+            paired = {row.key for row in self.agreement}
+            unpaired = [key for key in self.keys if key not in paired]
+            problems += [f"{key}: not answered by both classifiers" for key in unpaired]
+            if self.comparer is not None:
+                problems += [f"evaluation refused {f}" for f in self.comparer.failures()]
         return problems
 
     def summary(self, ok: bool, message: str, stack: Stack) -> dict[str, Any]:
@@ -208,11 +278,49 @@ class Demo:
                 if p.ready_after is not None
             },
             "work_dir": str(stack.work_dir),
+            **({"agreement": self.agreement_summary()} if self.compare else {}),
+        }
+
+    def evaluation_line(self) -> str:
+        """The evaluation function's own count, which includes the topic probe's pair."""
+        report = self.evaluation_report
+        url = self.comparer.url if self.comparer else "?"
+        return (
+            f"evaluation function: {report.get('pairs')} pairs since it started (the probe's too), "
+            f"{report.get('pending')} waiting, unpaired {report.get('unpaired') or 'none'} "
+            f"({url}/report, {url}/metrics)"
+        )
+
+    def agreement_summary(self) -> dict[str, Any]:
+        totals = Totals.of(self.agreement)
+        report = self.evaluation_report
+        return {
+            "rows": [dataclasses.asdict(row) for row in self.agreement],
+            "pairs": totals.pairs,
+            "top1_agree": totals.agree,
+            "mean_top5_overlap": totals.mean_overlap,
+            # The function's own totals: every pair since it started (the probe's too).
+            "evaluation": {
+                k: report.get(k) for k in ("pairs", "top1_agree", "pending", "unpaired")
+            },
         }
 
 
-def run(options: DemoOptions, out: IO[str] | None = None) -> int:
-    stream = out or sys.stdout
+def run(options: DemoOptions, out: IO[str] | None = None, compare: Path | None = None) -> int:
+    """The demo; with `compare` (an overlay such as knative/overlays/evaluation) the stack
+    follows that overlay and the agreement table is printed too."""
+    if compare is None:
+        return _run(options, out or sys.stdout, compare=False)
+    with tempfile.TemporaryDirectory(prefix="rgw-inference-overlay-") as directory:
+        try:
+            built = materialize(compare, Path(directory))
+        except (TopologyError, OSError) as exc:
+            (out or sys.stdout).write(f"demo: --compare {compare}: {exc}\n")
+            return EXIT_SETUP
+        return _run(dataclasses.replace(options, knative_dir=built), out or sys.stdout, True)
+
+
+def _run(options: DemoOptions, stream: IO[str], compare: bool) -> int:
     missing = missing_parts(options.knative_dir)
     if missing:
         stream.write(
@@ -226,7 +334,7 @@ def run(options: DemoOptions, out: IO[str] | None = None) -> int:
         stream.write(f"demo: {exc}\n")
         return EXIT_SETUP
 
-    demo = Demo(options, stream)
+    demo = Demo(options, stream, compare)
     outcome = RunOutcome()
     stack = Stack()
     try:
@@ -234,6 +342,8 @@ def run(options: DemoOptions, out: IO[str] | None = None) -> int:
             try:
                 _run_in(stack, demo, photos, outcome)
             finally:
+                if demo.comparer is not None:
+                    demo.comparer.close()
                 if options.keep_logs is not None:
                     _copy_logs(stack, options.keep_logs)
     except (KeyboardInterrupt, Interrupted):
@@ -260,9 +370,13 @@ def _run_in(stack: Stack, demo: Demo, photos: list[Photo], outcome: RunOutcome) 
     demo.upload(endpoints.rgw, photos)
     if photos:
         arrived = demo.watch(stack)
+        if demo.compare:
+            arrived = demo.compare_results(stack) and arrived
         problems = demo.check()
         rows = [demo.tracker.rows[key] for key in demo.keys]
         stream.write("\n" + summary_table(rows) + "\n\n")
+        if demo.compare:
+            stream.write(agreement_table(demo.agreement) + "\n" + demo.evaluation_line() + "\n\n")
         if arrived and not problems:
             outcome.set(True, EXIT_OK, f"all {len(photos)} objects classified")
         else:

@@ -28,6 +28,12 @@ object listens locally. For every CloudEvent POSTed to `/`:
   of losing it. (Knative's in-memory channel answers 202 at once and may lose events on a
   crash; this stand-in trades that latency for the no-loss guarantee.)
 
+With `--oidc-issuer URL` (the local issuer, `localknative.issuer`) it sends tokens the way
+Knative's dispatcher does with `authentication-oidc`: each delivery to a target with an
+`--audience Kind/name=AUDIENCE` carries `Authorization: Bearer <JWT>` for that audience, with
+the Subscription's OIDC service account (in `--namespace`) as the subject; the token a sender
+brought for the channel is never forwarded.
+
 Each final outcome per (event, subscription) is appended to `--record` as one JSON line, which
 `make demo` reads to show which function got which object. The parts: `localknative.routing`
 (plans, split), `localknative.delivery` (retries, dead letters, replies, the record),
@@ -52,10 +58,10 @@ from common.cloudevents_http import parse_request
 from common.errors import InvalidCloudEvent, TooLarge
 from common.logs import configure_logging
 from common.runtime_support import read_body
-from localknative.delivery import DEFAULT_ATTEMPT_TIMEOUT, Dispatcher, EventAttributes
+from localknative.delivery import DEFAULT_ATTEMPT_TIMEOUT, Credentials, Dispatcher, EventAttributes
 from localknative.poster import Message, Poster
-from localknative.routing import Bindings, plan_channel, split_point
-from localknative.topology import TopologyError, load_topology
+from localknative.routing import Bindings, SubscriptionPlan, plan_channel, split_point
+from localknative.topology import Ref, TopologyError, load_topology
 
 # split_point stays importable from here: the fault scenarios compute where an event goes.
 __all__ = ["Dispatcher", "create_app", "main", "split_point"]
@@ -139,7 +145,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_ATTEMPT_TIMEOUT,
         help="seconds per delivery attempt when the manifests set no delivery.timeout",
     )
+    parser.add_argument(
+        "--oidc-issuer",
+        metavar="URL",
+        help="the local issuer (python -m localknative.issuer) to request tokens from",
+    )
+    parser.add_argument(
+        "--audience",
+        action="append",
+        default=[],
+        metavar="KIND/NAME=AUDIENCE",
+        help="with --oidc-issuer: the audience of a target's tokens (repeat for each)",
+    )
+    parser.add_argument(
+        "--namespace", default="default", help="namespace of the Subscriptions' identities"
+    )
     return parser
+
+
+def credentials(
+    args: argparse.Namespace, plans: Sequence[SubscriptionPlan], poster: Poster
+) -> Credentials | None:
+    if args.oidc_issuer is None:
+        return None
+    from localknative.issuer import TokenClient, subscription_identity
+
+    audiences: dict[str, str] = {}
+    for pair in args.audience:
+        ref, sep, audience = pair.partition("=")
+        if not sep or not audience:
+            raise TopologyError(f"--audience {pair!r}: expected Kind/name=AUDIENCE")
+        audiences[str(Ref.parse(ref))] = audience
+    subjects = {plan.name: subscription_identity(args.namespace, plan.name) for plan in plans}
+    return Credentials(TokenClient(args.oidc_issuer, poster), audiences, subjects)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,10 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     configure_logging("INFO", {"service": "dispatcher"})
+    poster = Poster()
     try:
         plans = plan_channel(
             load_topology(args.knative_dir), args.channel, Bindings.parse(args.bind)
         )
+        signer = credentials(args, plans, poster)
     except TopologyError as exc:
         sys.stderr.write(f"dispatcher: {exc}\n")
         return 2
@@ -168,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = args.record.open("a", encoding="utf-8") if args.record else None
     try:
         app = create_app(
-            Dispatcher(plans, Poster(), record, args.attempt_timeout), args.max_body_bytes
+            Dispatcher(plans, poster, record, args.attempt_timeout, signer), args.max_body_bytes
         )
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     finally:

@@ -1,6 +1,10 @@
 """What `make up` (`rgw-inference up`, or the demo with --keep-running) prints once the stack
 is up: how to upload your own photos, curl each function, and where the page and the model
-server are."""
+server are.
+
+With `--auth` (the local issuer is up) every function the pipeline reaches wants a token: each of
+its curl commands first asks the local issuer for one, for the function's audience and as one of
+its senders, as Knative's dispatcher would, and sends it as `Authorization: Bearer`."""
 
 from __future__ import annotations
 
@@ -8,6 +12,20 @@ from typing import IO
 
 from localknative.launch import Endpoints
 from localknative.parts import BUCKET, RESNET_MODEL
+
+# Reads the token out of the issuer's answer with the Python every machine running `up` has.
+TOKEN_FROM_JSON = "python3 -c 'import json, sys; print(json.load(sys.stdin)[\"token\"])'"
+
+
+def token_command(issuer: str, subject: str, audience: str) -> list[str]:
+    """Shell lines that set $TOKEN to a token of the local issuer for `audience`, as `subject`."""
+    from localknative.issuer import TOKEN_PATH  # only with --auth: it loads PyJWT
+
+    request = '{"sub": "' + subject + '", "aud": "' + audience + '"}'
+    return [
+        f"  TOKEN=$(curl -s {issuer}{TOKEN_PATH} -H 'content-type: application/json' \\",
+        f"    -d '{request}' | {TOKEN_FROM_JSON})",
+    ]
 
 
 def print_usage_hints(out: IO[str], endpoints: Endpoints) -> None:
@@ -38,10 +56,20 @@ def print_usage_hints(out: IO[str], endpoints: Endpoints) -> None:
         "",
         "Send a CloudEvent straight to a function (it downloads the object from RGW):",
     ]
-    for name, url in endpoints.functions.items():
+    if endpoints.issuer:
         lines += [
-            "",
-            f"  curl -i {url}/ -H 'ce-specversion: 1.0' -H 'ce-id: manual-{name}-1' \\",
+            f"(--auth: a function answers 401 without a token; these ask the local issuer "
+            f"{endpoints.issuer}, local only, for one)",
+        ]
+    for name, url in endpoints.functions.items():
+        lines.append("")
+        audience, sender = endpoints.audiences.get(name), endpoints.senders.get(name)
+        bearer = ""
+        if endpoints.issuer and audience and sender:
+            lines += token_command(endpoints.issuer, sender, audience)
+            bearer = ' -H "Authorization: Bearer $TOKEN"'
+        lines += [
+            f"  curl -i {url}/{bearer} -H 'ce-specversion: 1.0' -H 'ce-id: manual-{name}-1' \\",
             "    -H 'ce-type: com.amazonaws.s3.ObjectCreated:Put' -H 'ce-source: /manual' \\",
             f"    -H 'content-type: application/json' -d '{record}'",
         ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from localknative.parts import (
     AMQP_EXCHANGE,
     BUCKET,
+    COMPLIANCE_MODEL,
     RESNET_MODEL,
     VISION_MODEL,
     ready_http,
@@ -25,11 +26,12 @@ from localknative.parts import (
     setup_notifications,
     start_collector,
     start_function,
+    start_issuer,
     start_modelserver,
     start_results_service,
 )
 from localknative.routing import Bindings, plan_channel
-from localknative.topology import Topology, load_topology
+from localknative.topology import Ref, Topology, load_topology
 from localknative.workloads import (
     CLASSIFIER,
     FunctionSpec,
@@ -66,6 +68,9 @@ class DemoOptions:
     # Extra settings for the classifiers, the functions whose Subscription replies (e.g.
     # TAG_OBJECTS, ALLOWED_BUCKETS in fault runs); they win over the manifests.
     classifier_env: dict[str, str] = field(default_factory=dict)
+    # Sender authentication end to end: a local OIDC issuer, tokens from the dispatcher, and
+    # AUTH_* on every function the Channel delivers to (`up --auth`, docs/security.md).
+    auth: bool = False
 
 
 @dataclass
@@ -85,6 +90,9 @@ class Endpoints:
     dead_letters: str = ""
     vision_key: str = ""
     record: Path = Path()  # the dispatcher's outcomes
+    issuer: str = ""  # the local OIDC issuer, with DemoOptions.auth
+    audiences: dict[str, str] = field(default_factory=dict)  # function -> its AUTH_AUDIENCE
+    senders: dict[str, str] = field(default_factory=dict)  # function -> a subject it accepts
     results_log: Path = Path()
     dead_letters_log: Path = Path()
 
@@ -104,6 +112,40 @@ def check_wiring(topology: Topology, functions: list[FunctionSpec]) -> None:
             {**function_bindings(functions, fake), DEAD_LETTERS: "http://x", BROKER: "http://x"}
         ),
     )
+
+
+def sender_auth_env(
+    topology: Topology, functions: list[FunctionSpec], namespace: str, issuer: str
+) -> dict[str, dict[str, str]]:
+    """AUTH_* for each function the Channel delivers to: its own audience (Knative's format for
+    its object), the local issuer, and as allowed subjects the identities of the Subscriptions
+    that reach it. Functions nothing on the Channel reaches get none: no local sender of theirs
+    sends tokens."""
+    from localknative.issuer import serving_audience, subscription_identity
+
+    fake = {name: f"http://127.0.0.1/{name}" for name in (s.name for s in functions)}
+    plans = plan_channel(
+        topology,
+        CHANNEL,
+        Bindings(
+            {**function_bindings(functions, fake), DEAD_LETTERS: "http://x", BROKER: "http://x"}
+        ),
+    )
+    env: dict[str, dict[str, str]] = {}
+    for spec in functions:
+        names = {str(ref) for ref in spec.refs}
+        senders = sorted(
+            subscription_identity(namespace, plan.name)
+            for plan in plans
+            if any(target.name in names for target in plan.targets)
+        )
+        if senders:
+            env[spec.name] = {
+                "AUTH_AUDIENCE": serving_audience(namespace, spec.ref.kind, spec.name),
+                "AUTH_ISSUER": issuer,
+                "AUTH_ALLOWED_SUBJECTS": ",".join(senders),
+            }
+    return env
 
 
 def local_run(
@@ -177,7 +219,8 @@ def start_stack(stack: Stack, options: DemoOptions, say: Callable[[str], None]) 
     started = time.monotonic()
     grpc, rest = start_modelserver(stack, vision_key, options.model_cache_dir)
     say(
-        f"model server: gRPC {grpc}, REST {rest} ({RESNET_MODEL}, {VISION_MODEL}; "
+        f"model server: gRPC {grpc}, REST {rest} ({RESNET_MODEL}, {VISION_MODEL}, "
+        f"{COMPLIANCE_MODEL}; "
         f"{time.monotonic() - started:.1f} s)"
     )
     endpoints = Endpoints(
@@ -196,7 +239,10 @@ def start_stack(stack: Stack, options: DemoOptions, say: Callable[[str], None]) 
         stack, "dead-letters", forward=f"{endpoints.results_page}/dead-letters"
     )
     endpoints.results, endpoints.results_log = start_collector(
-        stack, "results", forward=f"{endpoints.results_page}/"
+        stack,
+        "results",
+        forward=f"{endpoints.results_page}/",
+        forward_type=results_trigger_type(options.knative_dir),
     )
     say(f"results page: {endpoints.results_page}/ (JSON: {endpoints.results_page}/api/results)")
     # Ports first, so that a function's env may name another function's address.
@@ -205,10 +251,26 @@ def start_stack(stack: Stack, options: DemoOptions, say: Callable[[str], None]) 
     # The Knative Services the collectors play are reachable at their cluster addresses too.
     services = {**urls, "dead-letters": endpoints.dead_letters, "results": endpoints.results}
     run = local_run(options.knative_dir, rgw, grpc, rest, vision_key, services)
+    auth_env: dict[str, dict[str, str]] = {}
+    if options.auth:
+        endpoints.issuer = start_issuer(stack)
+        namespace = namespace_of(options.knative_dir) or "default"
+        auth_env = sender_auth_env(topology, functions, namespace, endpoints.issuer)
+        # The Triggers `demo --compare` plays send tokens too (localknative.compare).
+        from localknative.compare import played_trigger_auth_env
+
+        auth_env.update(played_trigger_auth_env(options.knative_dir, endpoints.issuer))
+        endpoints.audiences = {name: e["AUTH_AUDIENCE"] for name, e in auth_env.items()}
+        # For the printed curl commands (localknative.hints): a token as one of its senders.
+        endpoints.senders = {
+            name: e["AUTH_ALLOWED_SUBJECTS"].split(",")[0] for name, e in auth_env.items()
+        }
+        say(f"sender authentication: local OIDC issuer {endpoints.issuer} (local only)")
     for spec in functions:
         env = render_env(spec, run)
         if roles[spec.name] == CLASSIFIER:
             env.update(options.classifier_env)
+        env.update(auth_env.get(spec.name, {}))
         endpoints.functions[spec.name] = start_function(stack, spec, ports[spec.name], env)
     say("functions: " + ", ".join(f"{name} {url}" for name, url in endpoints.functions.items()))
 
@@ -239,6 +301,13 @@ def start_dispatcher(
     )  # fmt: skip
     for ref, url in binds.items():
         argv += ["--bind", f"{ref}={url}"]
+    if endpoints.issuer:
+        namespace = namespace_of(options.knative_dir) or "default"
+        argv += ["--oidc-issuer", endpoints.issuer, "--namespace", namespace]
+        for spec in functions:
+            if spec.name in endpoints.audiences:
+                for name in spec.refs:
+                    argv += ["--audience", f"{name}={endpoints.audiences[spec.name]}"]
     stack.start(
         "dispatcher", argv, ready_http(f"{endpoints.dispatcher}/healthz"), url=endpoints.dispatcher
     )
@@ -276,3 +345,11 @@ def start_source(
         url=endpoints.source,
         listener=listener,
     )
+
+
+def results_trigger_type(knative_dir: Path) -> str | None:
+    """The event type Trigger `results` lets through to the results service (None: all)."""
+    from localknative.compare import triggers_to
+
+    types = {t.attributes.get("type") for t in triggers_to(knative_dir, Ref("Service", "results"))}
+    return types.pop() if len(types) == 1 else None

@@ -19,6 +19,7 @@ TOPIC = "photos-demo"
 AMQP_EXCHANGE = "rgw-demo"
 RESNET_MODEL = "mobilenet_v2"
 VISION_MODEL = "efficientnet_lite0"
+COMPLIANCE_MODEL = "open_nsfw"  # the compliance function's (knative/base/compliance.yaml)
 
 
 def ready_http(url: str) -> Callable[[], bool]:
@@ -28,10 +29,10 @@ def ready_http(url: str) -> Callable[[], bool]:
 def start_modelserver(
     stack: Stack, vision_key: str, model_cache_dir: Path | None = None
 ) -> tuple[str, str]:
-    """The model server with the two demo models; returns its gRPC host:port and REST URL."""
+    """The model server with the demo's models; returns its gRPC host:port and REST URL."""
     grpc_port, rest_port = free_port(), free_port()
     config = stack.work_dir / "models.json"
-    models = [{"name": m, "model_kind": m} for m in (RESNET_MODEL, VISION_MODEL)]
+    models = [{"name": m, "model_kind": m} for m in (RESNET_MODEL, VISION_MODEL, COMPLIANCE_MODEL)]
     config.write_text(json.dumps({"model_config_list": {"config": models}}))
     args = [
         "--port", str(grpc_port),
@@ -67,9 +68,12 @@ def start_function(stack: Stack, spec: FunctionSpec, port: int, env: dict[str, s
     return url
 
 
-def start_collector(stack: Stack, role: str, forward: str | None = None) -> tuple[str, Path]:
+def start_collector(
+    stack: Stack, role: str, forward: str | None = None, forward_type: str | None = None
+) -> tuple[str, Path]:
     """A recording sink (the Broker, the dead-letter sink); `forward` is where it delivers each
-    event on to, as the Broker delivers to its Trigger's subscriber."""
+    event (of type `forward_type`, if given) on to, as the Broker delivers to its Trigger's
+    subscriber."""
     port = free_port()
     out = stack.work_dir / f"{role}.jsonl"
     url = f"http://127.0.0.1:{port}"
@@ -78,8 +82,24 @@ def start_collector(stack: Stack, role: str, forward: str | None = None) -> tupl
     )
     if forward is not None:
         argv += ["--forward", forward]
+    if forward_type is not None:
+        argv += ["--forward-type", forward_type]
     stack.start(role, argv, ready=ready_http(f"{url}/healthz"), url=url)
     return url, out
+
+
+def start_issuer(stack: Stack) -> str:
+    """The local OIDC issuer (`localknative.issuer`, local only): the functions fetch its JWKS,
+    the dispatcher asks it for tokens. Returns its URL, which is also its `iss`."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    stack.start(
+        "issuer",
+        stack.python_module("localknative.issuer", "--port", str(port)),
+        ready=ready_http(f"{url}/healthz"),
+        url=url,
+    )
+    return url
 
 
 def start_results_service(stack: Stack, rgw: Rgw) -> str:

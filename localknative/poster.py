@@ -19,9 +19,10 @@ from common.errors import InvalidCloudEvent
 
 log = logging.getLogger("dispatcher")
 
-# Hop-by-hop and length headers are the HTTP client's business, never forwarded.
+# Hop-by-hop and length headers are the HTTP client's business, never forwarded; nor is the
+# sender's token, which was for the channel: each delivery carries its own (delivery.Credentials).
 _NOT_FORWARDED = frozenset(
-    {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+    {"host", "content-length", "connection", "transfer-encoding", "keep-alive", "authorization"}
 )
 
 

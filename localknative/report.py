@@ -9,8 +9,15 @@ dispatcher records the event's subject decoded, the results carry the key in the
     resnet    chelsea.jpg    classes: [285] Egyptian cat 0.69
     vision    coffee.jpg     label: espresso, Score: 0.873011
 
-Which Subscriptions only take note (the receiver's: no `reply`) and which route to classifiers
-comes from the manifests (`localknative.workloads.audit_subscriptions`), not from names here.
+Which Subscriptions only take note (the receiver's: no `reply`) or deliver to a function that
+gives a verdict beside the classifiers (compliance), and which route to classifiers, comes from
+the manifests (`localknative.workloads.audit_subscriptions`), not from names here. A result whose
+CloudEvent type is not a classification (compliance's `compliance.verdict`) is kept as the row's
+verdict and printed, e.g.
+
+    compliance chelsea.jpg   not flagged: nsfw 0.0000 < 0.8   [open_nsfw@1, 40 ms]
+
+but it never counts as the object's classification.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 BAR_WIDTH = 30
+# The classifiers' result type (common.classifier); any other result type is a verdict.
+CLASSIFICATION_RESULT = "dev.rgwinference.classification.result"
 
 
 @dataclass
@@ -37,6 +46,10 @@ class ObjectRow:
     latency_ms: float | None = None  # download + classify, measured by the function
     end_to_end_s: float | None = None  # upload started -> result at the Broker
     dead_letter: str | None = None  # why it was dead-lettered
+    # Verdicts beside the classification, by function (compliance: score, flagged, ...).
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    noted: set[str] = field(default_factory=set)  # audit targets already printed
+    refused_by: set[str] = field(default_factory=set)  # audit targets that never took it
 
     @property
     def status(self) -> str:
@@ -66,6 +79,7 @@ class ObjectRow:
             "end_to_end_s": self.end_to_end_s,
             "receiver_seen": self.receiver_seen,
             "dead_letter": self.dead_letter,
+            "verdicts": self.verdicts,
         }
 
 
@@ -81,6 +95,8 @@ class Tracker:
         # Subscriptions without a reply: their delivery is a fact to print, not a routing.
         self.audit_subscriptions = frozenset(audit_subscriptions)
         self.rows: dict[str, ObjectRow] = {}
+        # Functions seen giving verdicts: once one has, a row waits for its verdict too.
+        self.judges: set[str] = set()
         self._seen: set[tuple[str, int]] = set()
 
     def expect(self, key: str, uploaded_at: float) -> None:
@@ -98,10 +114,13 @@ class Tracker:
             return []
         target = _short_target(str(entry["target"]))
         if entry["subscription"] in self.audit_subscriptions:
-            if entry["outcome"] == "delivered" and not row.receiver_seen:
+            if entry["outcome"] == "delivered" and target not in row.noted:
                 row.receiver_seen = True
+                row.noted.add(target)
                 # What the dispatcher recorded: the channel's delivery, not the receiver's log.
                 return [f"{'channel':<9} {row.key:<14} delivered to {target}"]
+            if entry["outcome"] != "delivered":
+                row.refused_by.add(target)  # its dead letter is absorbed (and printed) apart
             return []
         row.routed_to = target
         if entry["outcome"] != "delivered":
@@ -119,8 +138,15 @@ class Tracker:
         lines = []
         source = str(entry["attributes"].get("source", ""))
         function = source.rstrip("/").rsplit("/", 1)[-1] or "?"
+        kind = entry["attributes"].get("type")
         for item in items or []:
             row = self._row(item.get("key"), float(entry["time"]))
+            if row is not None and kind is not None and kind != CLASSIFICATION_RESULT:
+                self.judges.add(function)
+                if function not in row.verdicts:
+                    row.verdicts[function] = item
+                    lines.append(verdict_line(function, row.key, item))
+                continue
             if row is None or row.function is not None:
                 continue
             row.function = function
@@ -141,7 +167,17 @@ class Tracker:
         return [f"{'dead-letter':<9} {row.key}: {row.dead_letter}"]
 
     def done(self, keys: list[str]) -> int:
-        return sum(1 for key in keys if self.rows[key].status != "pending")
+        return sum(1 for key in keys if self.settled(self.rows[key]))
+
+    def settled(self, row: ObjectRow) -> bool:
+        """Classified (or dead-lettered), and judged by every verdict function seen so far: the
+        dispatcher records a delivery after the reply reached the Broker, so a verdict is read
+        no later than the delivery it answers."""
+        if row.status == "pending":
+            return False
+        if row.status == "dead-lettered":
+            return True
+        return all(j in row.verdicts or j in row.refused_by for j in self.judges)
 
 
 def result_line(row: ObjectRow) -> str:
@@ -159,6 +195,25 @@ def result_line(row: ObjectRow) -> str:
     more = f"; then {others}" if others else ""
     timing = f"{row.latency_ms:.0f} ms" if row.latency_ms is not None else "?"
     return f"{function:<9} {row.key:<14} {text}{more}   [{row.model}, {timing}]"
+
+
+def verdict_line(function: str, key: str, item: dict[str, Any]) -> str:
+    """A verdict (compliance's) as the demo prints it."""
+    score, threshold = item.get("score"), item.get("threshold")
+    if score is None:
+        return f"{function:<9} {key:<14} verdict (no score)"
+    flagged = bool(item.get("flagged"))
+    text = (
+        f"{'flagged' if flagged else 'not flagged'}: nsfw {float(score):.4f} "
+        f"{'>=' if flagged else '<'} {threshold}"
+    )
+    quarantine = item.get("quarantine")
+    if isinstance(quarantine, dict):
+        text += f", copied to s3://{quarantine.get('bucket')}"
+    timing = f"{item['latency_ms']:.0f} ms" if item.get("latency_ms") is not None else "?"
+    return (
+        f"{function:<9} {key:<14} {text}   [{item.get('model_id') or item.get('model')}, {timing}]"
+    )
 
 
 class Reporter:
@@ -203,10 +258,12 @@ class Reporter:
 
 
 def summary_table(rows: list[ObjectRow]) -> str:
-    """The Markdown table printed at the end."""
+    """The Markdown table printed at the end; a `verdict` column when verdicts came."""
+    judges = sorted({name for row in rows for name in row.verdicts})
     lines = [
-        "| object | function | top label | score | model latency | end to end |",
-        "|---|---|---|---:|---:|---:|",
+        "| object | function | top label | score | model latency | end to end |"
+        + "".join(f" {name} |" for name in judges),
+        "|---|---|---|---:|---:|---:|" + "---|" * len(judges),
     ]
     for row in rows:
         top = row.top or {}
@@ -215,5 +272,14 @@ def summary_table(rows: list[ObjectRow]) -> str:
         e2e = f"{row.end_to_end_s:.2f} s" if row.end_to_end_s is not None else "-"
         function = row.function or (f"{row.routed_to} (no result)" if row.routed_to else "-")
         label = top.get("name") or (row.dead_letter or "(none yet)")
-        lines.append(f"| {row.key} | {function} | {label} | {score} | {latency} | {e2e} |")
+        verdicts = "".join(f" {_verdict_cell(row.verdicts.get(name))} |" for name in judges)
+        lines.append(
+            f"| {row.key} | {function} | {label} | {score} | {latency} | {e2e} |{verdicts}"
+        )
     return "\n".join(lines)
+
+
+def _verdict_cell(item: dict[str, Any] | None) -> str:
+    if item is None or item.get("score") is None:
+        return "-"
+    return f"{'flagged' if item.get('flagged') else 'ok'} {float(item['score']):.4f}"

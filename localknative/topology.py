@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 
 BACKOFF_POLICIES = ("exponential", "linear")
+# What an object is for the local runner's report, beyond what its Subscriptions say (e.g.
+# `verdict`: see localknative.workloads); an annotation, so Knative ignores it.
+ROLE_ANNOTATION = "local.rgw-inference.dev/role"
 # Knative's defaults when a Subscription carries no delivery block (eventing's IMC defaults).
 DEFAULT_RETRY = 0
 DEFAULT_BACKOFF_DELAY = 0.0
@@ -138,6 +141,8 @@ class Topology:
     subscriptions: tuple[Subscription, ...]
     routes: Mapping[str, tuple[TrafficTarget, ...]]
     objects: frozenset[Ref] = field(default_factory=frozenset)
+    # Objects whose manifest names a role (ROLE_ANNOTATION), e.g. Service/compliance: verdict.
+    roles: Mapping[Ref, str] = field(default_factory=dict)
 
     def subscriptions_of(self, channel: str) -> list[Subscription]:
         if channel not in self.channels:
@@ -252,6 +257,7 @@ def parse_documents(documents: Iterable[tuple[str, Any]]) -> Topology:
     raw_subscriptions: list[tuple[str, Mapping[str, Any]]] = []
     routes: dict[str, tuple[TrafficTarget, ...]] = {}
     objects: set[Ref] = set()
+    roles: dict[Ref, str] = {}
     for where, document in documents:
         if document is None:
             continue
@@ -261,6 +267,9 @@ def parse_documents(documents: Iterable[tuple[str, Any]]) -> Topology:
         if not isinstance(kind, str) or not isinstance(name, str):
             continue  # not a Kubernetes object (e.g. a kustomization): nothing to route
         objects.add(Ref(kind, name))
+        annotations = _mapping(doc.get("metadata") or {}, where).get("annotations") or {}
+        if isinstance(annotations, Mapping) and annotations.get(ROLE_ANNOTATION):
+            roles[Ref(kind, name)] = str(annotations[ROLE_ANNOTATION])
         at = f"{where}: {kind}/{name}"
         spec = _mapping(doc.get("spec") or {}, f"{at}.spec")
         if kind in ("Channel", "InMemoryChannel"):
@@ -297,6 +306,7 @@ def parse_documents(documents: Iterable[tuple[str, Any]]) -> Topology:
         subscriptions=tuple(sorted(subscriptions, key=lambda s: s.name)),
         routes=routes,
         objects=frozenset(objects),
+        roles=roles,
     )
 
 

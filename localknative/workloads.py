@@ -52,6 +52,10 @@ _DEFAULT_PORTS = {"http://": 80, "https://": 443}
 # What a function does for the demo, from the Subscriptions that reach it.
 CLASSIFIER = "classifier"  # its Subscription has a `reply`: it answers with a result
 AUDIT = "audit"  # reached by a Subscription without reply: it only takes note (the receiver)
+# Its Subscription has a `reply`, and its manifest says `local.rgw-inference.dev/role: verdict`:
+# every object reaches it beside the classifiers, and it answers with a verdict about the object
+# (the compliance function), which the demo reports apart from the classifications.
+VERDICT = "verdict"
 UNSUBSCRIBED = "unsubscribed"  # nothing routes to it; it still runs, for direct requests
 
 
@@ -279,20 +283,35 @@ def subscribers(topology: Topology, reply: bool) -> set[Ref]:
 
 
 def function_roles(topology: Topology, functions: Iterable[FunctionSpec]) -> dict[str, str]:
-    """name -> CLASSIFIER, AUDIT or UNSUBSCRIBED; a function reached both ways classifies."""
+    """name -> CLASSIFIER, VERDICT, AUDIT or UNSUBSCRIBED; a function reached both ways
+    classifies (or gives its verdict)."""
     classifiers, audits = subscribers(topology, reply=True), subscribers(topology, reply=False)
     roles = {}
     for spec in functions:
         refs = set(spec.refs)
-        roles[spec.name] = (
-            CLASSIFIER if refs & classifiers else AUDIT if refs & audits else UNSUBSCRIBED
-        )
+        if refs & classifiers:
+            roles[spec.name] = VERDICT if _gives_verdicts(topology, spec.ref) else CLASSIFIER
+        else:
+            roles[spec.name] = AUDIT if refs & audits else UNSUBSCRIBED
     return roles
 
 
 def audit_subscriptions(topology: Topology) -> frozenset[str]:
-    """Names of the Subscriptions whose subscriber only takes note (no `reply`)."""
-    return frozenset(s.name for s in topology.subscriptions if s.reply is None)
+    """Names of the Subscriptions whose deliveries are not the routing to a classifier: the
+    subscriber only takes note (no `reply`: the receiver) or gives a verdict beside the
+    classifiers (a VERDICT function's: compliance). The demo prints them, and does not take
+    them for where an object was routed to be classified."""
+    return frozenset(
+        s.name
+        for s in topology.subscriptions
+        if s.reply is None or (s.subscriber.ref and _gives_verdicts(topology, s.subscriber.ref))
+    )
+
+
+def _gives_verdicts(topology: Topology, ref: Ref) -> bool:
+    """Whether the function `ref` names (a Service makes a Configuration of its name) says it
+    is a VERDICT function."""
+    return any(topology.roles.get(Ref(kind, ref.name)) == VERDICT for kind in FUNCTION_KINDS)
 
 
 def namespace_of(directory: Path) -> str | None:

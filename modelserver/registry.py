@@ -6,6 +6,8 @@ grpc_api.py, rest_api.py and vision_api.py only translate wire formats to calls 
 Model kinds:
 - `mobilenet_v2`, `efficientnet_lite0`: input `images` (RGB 0..255, float32 or uint8, NHWC
   [N, 224, 224, 3]); outputs `probabilities` [N, 1000] float32 and `classes` [N] int64.
+- `open_nsfw`: Yahoo's open_nsfw ResNet-50 (`modelserver.open_nsfw`); the same input; outputs
+  `probabilities` [N, 2] (index 0 = sfw, 1 = nsfw) and `classes` [N] int64.
 - `image_bytes`: the seed's DT_STRING signature (like the official TF ResNet SavedModel): input
   `image_bytes` [N] encoded JPEG/PNG, decoded and cropped here; MobileNetV2 behind it; outputs
   `probabilities` [N, 1001] with index 0 = background and `classes` [N] in 1..1000.
@@ -36,13 +38,11 @@ from modelserver.signature_defs import (
     DEFAULT_SIGNATURE,
     IMAGE_BYTES_INPUT,
     IMAGE_BYTES_SIGNATURE,
-    IMAGES_SIGNATURE,
-    IMAGES_UINT8_SIGNATURE,
     MAX_BATCH,
     PREDICT_METHOD,
-    UINT8_SIGNATURE,
     InvalidInputError,
     Signature,
+    pixel_signatures,
     validate_inputs,
 )
 
@@ -65,7 +65,7 @@ __all__ = [
 
 log = logging.getLogger("modelserver.registry")
 
-KINDS = ("mobilenet_v2", "efficientnet_lite0", "image_bytes")
+KINDS = ("mobilenet_v2", "efficientnet_lite0", "open_nsfw", "image_bytes")
 
 
 class ModelNotFoundError(LookupError):
@@ -251,7 +251,7 @@ class ModelRegistry:
         signatures = (
             {DEFAULT_SIGNATURE: IMAGE_BYTES_SIGNATURE}
             if spec.kind == "image_bytes"
-            else {DEFAULT_SIGNATURE: IMAGES_SIGNATURE, UINT8_SIGNATURE: IMAGES_UINT8_SIGNATURE}
+            else pixel_signatures(spec.architecture.num_classes)
         )
         batcher = None
         if self.batching is not None:

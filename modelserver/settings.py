@@ -62,6 +62,12 @@ VISION_MODEL = _flag_var(
     "Model behind the Vision stand-in.",
     "efficientnet_lite0",
 )
+VISION_SAFE_SEARCH_MODEL = _flag_var(
+    "MODELSERVER_VISION_SAFE_SEARCH_MODEL",
+    "--vision_safe_search_model",
+    "open_nsfw model behind the Vision stand-in's SAFE_SEARCH_DETECTION.",
+    "open_nsfw",
+)
 ENABLE_BATCHING = _flag_var(
     "MODELSERVER_ENABLE_BATCHING",
     "--enable_batching",

@@ -39,28 +39,24 @@ class Signature:
         return next(spec for spec in self.inputs if spec.name == name)
 
 
-IMAGES_SIGNATURE = Signature(
-    inputs=(
-        TensorSpec(
-            graphs.INPUT_NAME,
-            types_pb2.DT_FLOAT,
-            (-1, graphs.IMAGE_SIZE, graphs.IMAGE_SIZE, 3),
-            (types_pb2.DT_FLOAT, types_pb2.DT_UINT8),
-        ),
-    ),
-    outputs=(
-        TensorSpec(graphs.PROBABILITIES, types_pb2.DT_FLOAT, (-1, 1000)),
+def pixel_signatures(num_classes: int) -> dict[str, Signature]:
+    """`serving_default` (float32, uint8 accepted) and `serving_uint8` of a pixel model whose
+    `probabilities` has `num_classes` columns (1000 for ImageNet, 2 for open_nsfw)."""
+    outputs = (
+        TensorSpec(graphs.PROBABILITIES, types_pb2.DT_FLOAT, (-1, num_classes)),
         TensorSpec(graphs.CLASSES, types_pb2.DT_INT64, (-1,)),
-    ),
-)
-IMAGES_UINT8_SIGNATURE = Signature(
-    inputs=(
-        TensorSpec(
-            graphs.INPUT_NAME, types_pb2.DT_UINT8, (-1, graphs.IMAGE_SIZE, graphs.IMAGE_SIZE, 3)
-        ),
-    ),
-    outputs=IMAGES_SIGNATURE.outputs,
-)
+    )
+    shape = (-1, graphs.IMAGE_SIZE, graphs.IMAGE_SIZE, 3)
+    images = TensorSpec(
+        graphs.INPUT_NAME, types_pb2.DT_FLOAT, shape, (types_pb2.DT_FLOAT, types_pb2.DT_UINT8)
+    )
+    images_uint8 = TensorSpec(graphs.INPUT_NAME, types_pb2.DT_UINT8, shape)
+    return {
+        DEFAULT_SIGNATURE: Signature(inputs=(images,), outputs=outputs),
+        UINT8_SIGNATURE: Signature(inputs=(images_uint8,), outputs=outputs),
+    }
+
+
 IMAGE_BYTES_INPUT = "image_bytes"
 IMAGE_BYTES_SIGNATURE = Signature(
     inputs=(TensorSpec(IMAGE_BYTES_INPUT, types_pb2.DT_STRING, (-1,)),),

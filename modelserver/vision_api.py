@@ -1,9 +1,11 @@
-"""A stand-in for Google Cloud Vision's `images:annotate` (LABEL_DETECTION only), for offline runs.
+"""A stand-in for Google Cloud Vision's `images:annotate` (LABEL_DETECTION and
+SAFE_SEARCH_DETECTION), for offline runs.
 
 It is NOT Google's service: labels are the ImageNet-1k classes of a local EfficientNet-Lite0, the
 score is its softmax probability (also used as topicality), and `mid` is "/imagenet/<wnid>"
-rather than a Knowledge Graph id. The request/response shapes and error conventions follow
-Google's documented REST contract (v1 `images:annotate`):
+rather than a Knowledge Graph id. SafeSearch comes from open_nsfw's nsfw score, as the
+Likelihood enum (`modelserver.safe_search` has the bands). The request/response shapes and error
+conventions follow Google's documented REST contract (v1 `images:annotate`):
 
 - API key as `?key=` or `x-goog-api-key`, checked only when the server was given a key; a wrong
   or missing key is HTTP 400 "API key not valid. Please pass a valid API key." INVALID_ARGUMENT.
@@ -18,7 +20,7 @@ import base64
 import binascii
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,8 +31,11 @@ from starlette.concurrency import run_in_threadpool
 
 from common.errors import NotAnImage, TooLarge
 from common.labels import imagenet_names, imagenet_wnids
+from common.vision_messages import FEATURES, LABEL_DETECTION, SAFE_SEARCH_DETECTION
 from modelserver import graphs
+from modelserver.open_nsfw import NSFW_INDEX
 from modelserver.registry import ModelNotFoundError, ModelRegistry, pixels_from_bytes
+from modelserver.safe_search import safe_search_annotation
 
 MAX_REQUESTS_PER_CALL = 16
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -45,6 +50,7 @@ class VisionStandinSettings:
 
     model_name: str = "efficientnet_lite0"
     api_key: str | None = None
+    safe_search_model: str = "open_nsfw"
 
 
 def google_error(http_status: int, message: str, status: str = "INVALID_ARGUMENT") -> JSONResponse:
@@ -60,11 +66,14 @@ def _image_error(message: str) -> dict[str, Any]:
 
 @dataclass
 class _Slot:
-    """One entry of `requests`: either an error already, or decoded pixels and maxResults."""
+    """One entry of `requests`: either an error already (`response`), or decoded pixels, the
+    features asked for and maxResults, whose annotations `answer` collects."""
 
     response: dict[str, Any] | None = None
     pixels: npt.NDArray[np.uint8] | None = None
     max_results: int = DEFAULT_MAX_RESULTS
+    features: frozenset[str] = frozenset()
+    answer: dict[str, Any] = field(default_factory=dict)
 
 
 class BadRequest(ValueError):
@@ -78,15 +87,19 @@ def _parse_slot(index: int, entry: Any) -> _Slot:
     if not isinstance(features, list) or not features:
         return _Slot(_image_error('No feature specified: add {"type": "LABEL_DETECTION"}.'))
     max_results = DEFAULT_MAX_RESULTS
+    wanted = set()
     for feature in features:
         feature_type = feature.get("type") if isinstance(feature, dict) else None
-        if feature_type != "LABEL_DETECTION":
+        if feature_type not in FEATURES:
             return _Slot(
                 _image_error(
                     f"Feature type {feature_type} is not supported by this Vision stand-in; "
-                    "only LABEL_DETECTION is."
+                    f"only {' and '.join(FEATURES)} are."
                 )
             )
+        wanted.add(str(feature_type))
+        if feature_type != LABEL_DETECTION:
+            continue
         raw_max = feature.get("maxResults", DEFAULT_MAX_RESULTS)
         try:
             max_results = int(raw_max) if int(raw_max) > 0 else DEFAULT_MAX_RESULTS
@@ -111,7 +124,7 @@ def _parse_slot(index: int, entry: Any) -> _Slot:
         pixels = pixels_from_bytes(data, upright=True)
     except (NotAnImage, TooLarge):
         return _Slot(_image_error("Bad image data."))
-    return _Slot(pixels=pixels, max_results=min(max_results, 1000))
+    return _Slot(pixels=pixels, max_results=min(max_results, 1000), features=frozenset(wanted))
 
 
 def annotate(registry: ModelRegistry, settings: VisionStandinSettings, body: Any) -> dict[str, Any]:
@@ -125,27 +138,41 @@ def annotate(registry: ModelRegistry, settings: VisionStandinSettings, body: Any
         )
     slots = [_parse_slot(i, entry) for i, entry in enumerate(entries)]
     todo = [slot for slot in slots if slot.response is None and slot.pixels is not None]
-    if todo:
-        model = registry.get(settings.model_name)
-        batch = np.stack([slot.pixels for slot in todo if slot.pixels is not None])
-        probabilities = model.predict(
-            {graphs.INPUT_NAME: batch}, output_filter=[graphs.PROBABILITIES]
-        )[graphs.PROBABILITIES]
+    labelled = [slot for slot in todo if LABEL_DETECTION in slot.features]
+    if labelled:
+        probabilities = _probabilities(registry, settings.model_name, labelled)
         names, wnids = imagenet_names(), imagenet_wnids()
-        for slot, row in zip(todo, probabilities, strict=True):
+        for slot, row in zip(labelled, probabilities, strict=True):
             top = np.argsort(-row)[: slot.max_results]
-            slot.response = {
-                "labelAnnotations": [
-                    {
-                        "mid": f"/imagenet/{wnids[i]}",
-                        "description": names[i],
-                        "score": float(row[i]),
-                        "topicality": float(row[i]),
-                    }
-                    for i in top
-                ]
-            }
-    return {"responses": [slot.response or {} for slot in slots]}
+            slot.answer["labelAnnotations"] = [
+                {
+                    "mid": f"/imagenet/{wnids[i]}",
+                    "description": names[i],
+                    "score": float(row[i]),
+                    "topicality": float(row[i]),
+                }
+                for i in top
+            ]
+    screened = [slot for slot in todo if SAFE_SEARCH_DETECTION in slot.features]
+    if screened:
+        probabilities = _probabilities(registry, settings.safe_search_model, screened)
+        for slot, row in zip(screened, probabilities, strict=True):
+            slot.answer["safeSearchAnnotation"] = safe_search_annotation(float(row[NSFW_INDEX]))
+    return {
+        "responses": [slot.answer if slot.response is None else slot.response for slot in slots]
+    }
+
+
+def _probabilities(
+    registry: ModelRegistry, model_name: str, slots: list[_Slot]
+) -> npt.NDArray[np.float32]:
+    """One Predict of `model_name` over the slots' pixels (raises ModelNotFoundError)."""
+    model = registry.get(model_name)
+    batch = np.stack([slot.pixels for slot in slots if slot.pixels is not None])
+    probabilities: npt.NDArray[np.float32] = model.predict(
+        {graphs.INPUT_NAME: batch}, output_filter=[graphs.PROBABILITIES]
+    )[graphs.PROBABILITIES]
+    return probabilities
 
 
 def _key_ok(request: Request, expected: str | None) -> bool:
@@ -189,10 +216,8 @@ def add_vision_routes(
             result = await run_in_threadpool(annotate, registry, settings, body)
         except BadRequest as exc:
             return google_error(400, str(exc))
-        except ModelNotFoundError:
+        except ModelNotFoundError as exc:
             return google_error(
-                503,
-                f"the Vision stand-in's model '{settings.model_name}' is not served",
-                "UNAVAILABLE",
+                503, f"a model of the Vision stand-in is not served: {exc}", "UNAVAILABLE"
             )
         return JSONResponse(result)

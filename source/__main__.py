@@ -26,6 +26,7 @@ from source.amqp_consumer import AmqpSettings, BrokerUnavailable, declare_topolo
 from source.listener import inherited_listener, listen_address
 from source.notification_specs import SpecError
 from source.notifications import NotificationError
+from source.push_auth import PushAuth, applies_to
 from source.rgw_setup import SetupRequest, run_setup
 from source.service import run_amqp, run_http
 from source.settings import DEAD_LETTER_URL, K_SINK, DeliverySettings, parse_events
@@ -124,10 +125,20 @@ def _host_port(value: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _setup_request(env: Env, way: str, endpoint: str, exchange: str | None) -> SetupRequest | None:
+def _setup_request(
+    env: Env,
+    way: str,
+    endpoint: str,
+    exchange: str | None,
+    push_auth: PushAuth | None = None,
+) -> SetupRequest | None:
     bucket = env.string(s.SETUP_BUCKET)
     if not bucket:
         return None
+    # One secret, both ends: RGW is given the endpoint with it, the adapter checks for it.
+    secret_in_path = push_auth is not None and applies_to(endpoint)
+    if push_auth is not None and secret_in_path:
+        endpoint = push_auth.endpoint(endpoint)
     topic = env.string(s.SETUP_TOPIC)
     if topic is None:
         topic = env.string(s.AMQP_QUEUE) if way == "amqp" else f"knative-source-{bucket}"
@@ -142,6 +153,7 @@ def _setup_request(env: Env, way: str, endpoint: str, exchange: str | None) -> S
         notification_id=env.string(s.SETUP_NOTIFICATION_ID),
         amqp_exchange=exchange,
         persistent=way != "amqp" or env.flag(s.SETUP_AMQP_PERSISTENT),
+        secret_in_path=secret_in_path,
     )
 
 
@@ -172,10 +184,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 listen = env.string(s.SOURCE_LISTEN) or f"{host}:{env.integer(PORT, 1, 65535)}"
             listen_host, listen_port = _host_port(listen, s.SOURCE_LISTEN.name)
             endpoint = env.string(s.SOURCE_PUSH_ENDPOINT) or f"http://{listen}/"
-            request = _setup_request(env, way, endpoint, None)
+            push_auth = PushAuth.from_env(env)
+            request = _setup_request(env, way, endpoint, None, push_auth)
             if request is not None:
                 run_setup(request, S3Settings.from_env(merged))
-            asyncio.run(run_http(delivery, listen_host, listen_port, listener))
+            asyncio.run(run_http(delivery, listen_host, listen_port, listener, push_auth))
         else:
             amqp = AmqpSettings(
                 url=env.required_str(s.AMQP_URL),

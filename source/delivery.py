@@ -19,6 +19,7 @@ import base64
 import enum
 import logging
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from common.cloudevents_http import to_binary_headers
 from source.metrics import SourceMetrics
+from source.oidc_token import TokenFile
 from source.settings import DeliverySettings
 
 log = logging.getLogger("source.delivery")
@@ -114,6 +116,9 @@ class Deliverer:
         self._client = client
         self._rng = rng or random.Random()
         self._slots: asyncio.Semaphore | None = None
+        # Knative's token is for the sink's audience only: never sent to the dead-letter URL.
+        token_file = settings.oidc_token_file
+        self._sink_token = TokenFile(token_file) if token_file else None
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -122,8 +127,16 @@ class Deliverer:
                 max_connections=self.settings.concurrency,
                 max_keepalive_connections=self.settings.concurrency,
             )
+            verify: ssl.SSLContext | bool = True
+            if self.settings.ca_certs:
+                # Eventing's own CA (transport-encryption), on top of the system's trust store.
+                verify = ssl.create_default_context()
+                verify.load_verify_locations(cadata=self.settings.ca_certs)
             self._client = httpx.AsyncClient(
-                timeout=self.settings.attempt_timeout, limits=limits, follow_redirects=False
+                timeout=self.settings.attempt_timeout,
+                limits=limits,
+                follow_redirects=False,
+                verify=verify,
             )
         return self._client
 
@@ -196,6 +209,9 @@ class Deliverer:
         headers, body = to_binary_headers(event)
         retry = 0
         while True:
+            if self._sink_token is not None and url == self.settings.sink:
+                headers.pop("Authorization", None)
+                headers.update(self._sink_token.authorization())
             attempt = await self._send_once(url, headers, body)
             if attempt.verdict is not Verdict.RETRY:
                 return attempt

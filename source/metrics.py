@@ -29,6 +29,12 @@ class SourceMetrics:
             ["way"],
             registry=self.registry,
         )
+        self.unauthenticated = Counter(
+            "source_pushes_unauthenticated",
+            "HTTP pushes refused with 401 because their path lacks the push secret "
+            "(SOURCE_PUSH_SECRET); their body is never read nor forwarded",
+            registry=self.registry,
+        )
         self.delivered = Counter(
             "source_events_delivered", "CloudEvents the sink accepted (2xx)", registry=self.registry
         )

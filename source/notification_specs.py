@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from source.push_auth import endpoint_for_logs
+
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import (
         TopicConfigurationTypeDef,
@@ -57,6 +59,8 @@ class TopicSpec:
     cloudevents    ask RGW to push in CloudEvents HTTP binding (Ceph >= 18 "Reef" honours it;
                    16.2 stores the attribute but pushes plain S3 records)
     verify_ssl     check the TLS certificate of an https/amqps endpoint
+    secret_in_path the endpoint's last path segment is the source's push secret
+                   (source.push_auth): messages show *** in its place
     """
 
     name: str
@@ -67,6 +71,7 @@ class TopicSpec:
     amqp_ack_level: str | None = None
     cloudevents: bool = False
     verify_ssl: bool = True
+    secret_in_path: bool = False
 
     def __post_init__(self) -> None:
         if not _TOPIC_NAME.match(self.name):
@@ -82,7 +87,7 @@ class TopicSpec:
             )
         if parts.password is not None and parts.scheme in ("http", "amqp"):
             raise SpecError(
-                f"endpoint {without_password(self.endpoint)!r}: RGW 16.2 refuses credentials "
+                f"endpoint {self.shown_endpoint!r}: RGW 16.2 refuses credentials "
                 f"in a {parts.scheme}:// push endpoint (it will not send a password over an "
                 "unencrypted connection). Leave out user:password@ (AMQP then logs in as "
                 f"guest, which RabbitMQ allows from localhost only) or use "
@@ -102,6 +107,13 @@ class TopicSpec:
                 f"topic {self.name!r}: amqp_exchange/amqp_ack_level need an amqp:// endpoint, "
                 f"not {parts.scheme}://"
             )
+
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint as messages and logs may show it: no password, no push secret."""
+        if self.secret_in_path:
+            return endpoint_for_logs(self.endpoint)
+        return without_password(self.endpoint)
 
     @property
     def is_amqp(self) -> bool:

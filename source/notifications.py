@@ -33,7 +33,6 @@ from source.notification_specs import (
     TopicSpec,
     topic_arn,
     topic_name_of,
-    without_password,
 )
 
 if TYPE_CHECKING:
@@ -71,9 +70,7 @@ def ensure_topic(sns: SNSClient, spec: TopicSpec) -> str:
     try:
         answer = sns.create_topic(Name=spec.name, Attributes=spec.attributes())
     except ClientError as exc:
-        raise _rgw_error(
-            f"creating topic {spec.name!r} -> {without_password(spec.endpoint)}", exc
-        ) from exc
+        raise _rgw_error(f"creating topic {spec.name!r} -> {spec.shown_endpoint}", exc) from exc
     return answer["TopicArn"]
 
 
@@ -99,7 +96,7 @@ def _check_one_exchange_per_broker(sns: SNSClient, spec: TopicSpec) -> None:
         if exchange and exchange != spec.amqp_exchange:
             raise SpecError(
                 f"topic {spec.name!r}: topic {topic_name_of(arn)!r} already publishes to exchange "
-                f"{exchange!r} at {without_password(spec.endpoint)}; RGW uses one exchange per "
+                f"{exchange!r} at {spec.shown_endpoint}; RGW uses one exchange per "
                 f"broker URL, so use exchange {exchange!r} here too (or another broker URL)"
             )
 

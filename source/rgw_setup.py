@@ -30,6 +30,8 @@ class SetupRequest:
     notification_id: str | None = None
     amqp_exchange: str | None = None
     persistent: bool = True
+    # The endpoint's last path segment is the push secret (source.push_auth): never log it.
+    secret_in_path: bool = False
 
     def topic_spec(self) -> TopicSpec:
         amqp = self.amqp_exchange is not None
@@ -39,6 +41,7 @@ class SetupRequest:
             persistent=self.persistent,
             amqp_exchange=self.amqp_exchange,
             amqp_ack_level="broker" if amqp else None,
+            secret_in_path=self.secret_in_path,
         )
 
     def notification_spec(self) -> NotificationSpec:
@@ -66,7 +69,7 @@ def run_setup(request: SetupRequest, s3_settings: S3Settings) -> None:
         extra={
             "bucket": request.bucket,
             "topic_arn": result.topic_arn,
-            "endpoint": request.endpoint.split("@")[-1],
+            "endpoint": topic.shown_endpoint,
             "events": list(request.events),
             "changed": result.notification_changed,
         },

@@ -22,6 +22,7 @@ from source.delivery import Deliverer
 from source.forwarder import Forwarder
 from source.http_adapter import create_http_app, operations_routes
 from source.metrics import SourceMetrics
+from source.push_auth import PushAuth
 from source.settings import DeliverySettings
 
 log = logging.getLogger("source")
@@ -55,14 +56,21 @@ def _on_stop_signals(callback: Callable[[], None]) -> None:
 
 
 async def run_http(
-    settings: DeliverySettings, host: str, port: int, listener: socket.socket | None = None
+    settings: DeliverySettings,
+    host: str,
+    port: int,
+    listener: socket.socket | None = None,
+    push_auth: PushAuth | None = None,
 ) -> None:
-    """Serve RGW's pushes on host:port, or on `listener` (inherited, see source.listener)."""
+    """Serve RGW's pushes on host:port, or on `listener` (inherited, see source.listener); with
+    `push_auth`, only pushes whose path ends in the push secret."""
     metrics = SourceMetrics()
     deliverer = Deliverer(settings, metrics)
     forwarder = Forwarder(settings, deliverer, metrics, way="http")
     stopping = asyncio.Event()
-    app = create_http_app(forwarder, metrics, ready=lambda: not stopping.is_set())
+    app = create_http_app(
+        forwarder, metrics, ready=lambda: not stopping.is_set(), push_auth=push_auth
+    )
     server = _uvicorn(app, host, port, settings.drain_timeout)
 
     def stop() -> None:
@@ -73,7 +81,14 @@ async def run_http(
         server.should_exit = True
 
     _on_stop_signals(stop)
-    log.info("receiving RGW pushes", extra={"listen": f"{host}:{port}", "sink": settings.sink})
+    log.info(
+        "receiving RGW pushes",
+        extra={
+            "listen": f"{host}:{port}",
+            "sink": settings.sink,
+            "push_secret": push_auth is not None,
+        },
+    )
     try:
         await server.serve(sockets=None if listener is None else [listener])
     finally:

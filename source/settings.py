@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,12 @@ K_SINK = env_var(
 K_CE_OVERRIDES = env_var(
     "K_CE_OVERRIDES",
     'JSON {"extensions": {...}} applied to every outgoing event (Knative source contract).',
+    SOURCE,
+)
+K_CA_CERTS = env_var(
+    "K_CA_CERTS",
+    "PEM CA certificates to trust for an https K_SINK, beside the system's (injected by a "
+    "SinkBinding when Eventing's transport-encryption is on).",
     SOURCE,
 )
 DEAD_LETTER_URL = env_var(
@@ -62,6 +69,29 @@ SOURCE_PUSH_ENDPOINT = env_var(
     "Kubernetes, the source Service's URL). AMQP way: default AMQP_URL (give one without a "
     "password: RGW 16.2 refuses it over amqp://).",
     SOURCE,
+)
+SOURCE_PUSH_SECRET = env_var(
+    "SOURCE_PUSH_SECRET",
+    "HTTP way: the secret RGW's pushes must carry as the push endpoint's last path segment; "
+    "the set-up (here and `rgw-inference notifications setup`) appends it to the endpoint. "
+    "Unset: every push is accepted. 24-256 letters, digits or ._~- (docs/source.md).",
+    SOURCE,
+    secret=True,
+)
+SOURCE_PUSH_SECRET_PREVIOUS = env_var(
+    "SOURCE_PUSH_SECRET_PREVIOUS",
+    "HTTP way: a former SOURCE_PUSH_SECRET still accepted during a rotation (RGW's queued "
+    "entries keep the endpoint they were queued with).",
+    SOURCE,
+    secret=True,
+)
+SOURCE_OIDC_TOKEN_FILE = env_var(
+    "SOURCE_OIDC_TOKEN_FILE",
+    "OIDC token sent as `Authorization: Bearer` with every delivery to K_SINK, re-read when "
+    "it changes; Knative's SinkBinding mounts it there when authentication-oidc is enabled. "
+    "No such file: no header.",
+    SOURCE,
+    "/oidc/token",
 )
 SOURCE_REGION = env_var(
     "SOURCE_REGION",
@@ -198,6 +228,17 @@ def parse_overrides(value: str | None) -> dict[str, str]:
     return extensions
 
 
+def parse_ca_certs(value: str | None) -> str | None:
+    """K_CA_CERTS: PEM certificates, checked now rather than at the first delivery."""
+    if not value:
+        return None
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=value)
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"{K_CA_CERTS.name}: expected PEM CA certificates") from None
+    return value
+
+
 def parse_events(value: str) -> tuple[str, ...]:
     events = [EVENT_SHORTHANDS.get(item.strip(), item.strip()) for item in value.split(",")]
     return tuple(dict.fromkeys(event for event in events if event))
@@ -217,6 +258,8 @@ class DeliverySettings:
     backoff_max: float = 5.0
     drain_timeout: float = 30.0
     region: str = "default"
+    oidc_token_file: str | None = None
+    ca_certs: str | None = None
 
     @classmethod
     def from_env(
@@ -240,4 +283,6 @@ class DeliverySettings:
             backoff_max=env.number(RETRY_BACKOFF_MAX, 0.001),
             drain_timeout=env.number(DRAIN_TIMEOUT, 0),
             region=env.required_str(SOURCE_REGION),
+            oidc_token_file=env.string(SOURCE_OIDC_TOKEN_FILE),
+            ca_certs=parse_ca_certs(env.string(K_CA_CERTS)),
         )

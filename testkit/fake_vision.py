@@ -12,17 +12,22 @@ returns are whatever the test asked for, so it proves the client's wire handling
     PERMISSION_DENIED, wrong -> 400 INVALID_ARGUMENT with ErrorInfo reason API_KEY_INVALID;
   - the body: JSON with 1..16 `requests`, each with `image.content` (base64) and `features`;
     a malformed body -> 400 INVALID_ARGUMENT; a body over 10 MiB -> 400 INVALID_ARGUMENT;
+  - the features: LABEL_DETECTION and/or SAFE_SEARCH_DETECTION (others -> 400 here);
   - per image: content that is no JPEG/PNG/GIF/BMP/WEBP -> a per-image `error` with code 3
-    INVALID_ARGUMENT "Bad image data."; otherwise the configured labels, capped at maxResults
-    (no labels configured -> the empty `{}` slot Google sends when it finds none).
+    INVALID_ARGUMENT "Bad image data."; otherwise, for LABEL_DETECTION, the configured labels,
+    capped at maxResults (no labels configured -> no `labelAnnotations`, as Google sends when it
+    finds none), and for SAFE_SEARCH_DETECTION the configured `safeSearchAnnotation` (default:
+    every category VERY_UNLIKELY, the answer Google gives an ordinary photo).
 
 Control endpoints (not counted):
 
     GET  /_control/health      200 "ok"
     GET  /_control/stats       {"requests": n, "log": [{"time", "path", "query", "key_header",
-                                "images", "max_results", "answer"}]}
+                                "images", "max_results", "features", "answer"}]}
     POST /_control/reset       clear the count, the log and the script
     PUT  /_control/labels      [{"mid", "description", "score", "topicality"}]: labels to answer
+    PUT  /_control/safe_search {"adult": "VERY_UNLIKELY", ...}: the safeSearchAnnotation to
+                               answer, sent as given (so a test can send values off the enum)
     PUT  /_control/script      {"steps": [step, ...], "default": step | null}
         A step is {"kind": K, ...}; each annotate request consumes the next step, and once the
         steps run out `default` applies (null: the normal answer). Kinds:
@@ -55,6 +60,9 @@ ANNOTATE_PATH = "/v1/images:annotate"
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 MAX_IMAGES = 16
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
+FEATURES = ("LABEL_DETECTION", "SAFE_SEARCH_DETECTION")
+SAFE_SEARCH_CATEGORIES = ("adult", "spoof", "medical", "violence", "racy")
+DEFAULT_SAFE_SEARCH = {category: "VERY_UNLIKELY" for category in SAFE_SEARCH_CATEGORIES}
 
 HTTP_ERRORS: dict[str, tuple[int, str, str]] = {
     "quota": (
@@ -92,6 +100,7 @@ class FakeState:
         self.api_key = api_key
         self.lock = threading.Lock()
         self.labels: list[dict[str, Any]] = []
+        self.safe_search: Any = dict(DEFAULT_SAFE_SEARCH)
         self.steps: list[dict[str, Any]] = []
         self.default: dict[str, Any] | None = None
         self.log: list[dict[str, Any]] = []
@@ -145,6 +154,8 @@ class AnnotateHandler(BaseHTTPRequestHandler):
         with state.lock:
             if self.path == CONTROL_PREFIX + "labels":
                 state.labels = list(value)
+            elif self.path == CONTROL_PREFIX + "safe_search":
+                state.safe_search = value
             elif self.path == CONTROL_PREFIX + "script":
                 state.steps = list(value.get("steps", []))
                 state.default = value.get("default")
@@ -161,6 +172,7 @@ class AnnotateHandler(BaseHTTPRequestHandler):
                 state.log.clear()
                 state.steps.clear()
                 state.labels = []
+                state.safe_search = dict(DEFAULT_SAFE_SEARCH)
                 state.default = None
             self._send(200, b"{}")
             return
@@ -175,6 +187,7 @@ class AnnotateHandler(BaseHTTPRequestHandler):
             "key_header": self.headers.get("x-goog-api-key"),
             "images": None,
             "max_results": None,
+            "features": None,
             "answer": None,
         }
         # Counted on arrival, so a slow answer still in progress shows up in the stats.
@@ -222,6 +235,7 @@ class AnnotateHandler(BaseHTTPRequestHandler):
             return 400, status_body(400, "INVALID_ARGUMENT", str(exc)), {}
         entry["images"] = len(requests)
         entry["max_results"] = [r["max_results"] for r in requests]
+        entry["features"] = [r["features"] for r in requests]
         step = state.next_step()
         kind = step.get("kind", "ok")
         if kind in HTTP_ERRORS:
@@ -245,9 +259,15 @@ class AnnotateHandler(BaseHTTPRequestHandler):
             elif not request["is_image"]:
                 slots.append({"error": {"code": 3, "message": "Bad image data."}})
             else:
+                slot: dict[str, Any] = {}
                 with state.lock:
                     labels = state.labels[: request["max_results"]]
-                slots.append({"labelAnnotations": labels} if labels else {})
+                    safe_search = state.safe_search
+                if labels and "LABEL_DETECTION" in request["features"]:
+                    slot["labelAnnotations"] = labels
+                if "SAFE_SEARCH_DETECTION" in request["features"]:
+                    slot["safeSearchAnnotation"] = safe_search
+                slots.append(slot)
         return 200, json.dumps({"responses": slots}).encode(), {}
 
     def log_message(self, format: str, *args: object) -> None:
@@ -273,9 +293,11 @@ def parse_requests(body: bytes) -> list[dict[str, Any]]:
             raise ValueError("image.content is required.")
         if not isinstance(features, list) or not features:
             raise ValueError("No features specified.")
+        types = [f.get("type") if isinstance(f, dict) else None for f in features]
+        if any(t not in FEATURES for t in types):
+            raise ValueError(f"Only {' and '.join(FEATURES)} are served here, not {types}.")
         label_features = [f for f in features if f.get("type") == "LABEL_DETECTION"]
-        if not label_features:
-            raise ValueError("Only LABEL_DETECTION is served here.")
+        max_results = int(label_features[0].get("maxResults", 10)) if label_features else 0
         try:
             content = base64.b64decode(image["content"], validate=True)
         except (binascii.Error, ValueError):
@@ -283,7 +305,8 @@ def parse_requests(body: bytes) -> list[dict[str, Any]]:
         parsed.append(
             {
                 "is_image": content.startswith(IMAGE_MAGIC),
-                "max_results": int(label_features[0].get("maxResults", 10)),
+                "max_results": max_results,
+                "features": types,
             }
         )
     return parsed

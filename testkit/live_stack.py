@@ -85,13 +85,19 @@ class LiveStack:
 
     @classmethod
     def build(
-        cls, stack: Stack, out: IO[str] | None = None, model_cache_dir: Path | None = None
+        cls,
+        stack: Stack,
+        out: IO[str] | None = None,
+        model_cache_dir: Path | None = None,
+        auth: bool = False,
     ) -> LiveStack:
         """The demo's stack (HTTP way in, persistent topic), with classifiers that tag objects
-        and may read only the two buckets of the scenarios."""
+        and may read only the two buckets of the scenarios; `auth` turns sender authentication
+        on end to end (DemoOptions.auth)."""
         options = DemoOptions(
             photos=0,
             model_cache_dir=model_cache_dir,
+            auth=auth,
             classifier_env={
                 "TAG_OBJECTS": "true",
                 "ALLOWED_BUCKETS": f"{BUCKET},{AMQP_BUCKET}",
@@ -162,7 +168,11 @@ class LiveStack:
         return Recordings.read(e.results_log, e.dead_letters_log, e.record)
 
     def outcomes(self, keys: Iterable[str]) -> dict[str, KeyOutcome]:
-        return self.recordings().outcomes(keys, self.url("receiver"))
+        # The dead letters of functions that are no classifier (the receiver, compliance) are
+        # not a classification's outcome.
+        others = [url for name, url in self.endpoints.functions.items()
+                  if self.endpoints.roles.get(name) != CLASSIFIER]  # fmt: skip
+        return self.recordings().outcomes(keys, [self.url("receiver"), *others])
 
     def dispatches(
         self, keys: Iterable[str], subscription: str = "classifiers"

@@ -44,15 +44,42 @@ def function_names() -> list[str]:
 def ready_alone(function: str) -> bool:
     """Whether the function's container can pass readiness with nothing else running.
 
-    A function that keeps `Function.ready` (always true) can; one that overrides it waits for its
-    own client (the model server, Vision), which a lone container has not. Read from the source
-    text, so the test process imports no function.
+    A function that keeps `Function.ready` (always true) can; one that overrides it, itself or
+    through a base class of common/ (`ServedModelClassifier`), waits for its own client (the
+    model server, Vision), which a lone container has not. Read from the source text, so the
+    test process imports no function.
     """
     app = REPO / "functions" / function.replace("-", "_") / "app.py"
-    tree = ast.parse(app.read_text())
-    return not any(
-        isinstance(node, ast.FunctionDef) and node.name == "ready" for node in ast.walk(tree)
-    )
+    waiting = _classes_defining_ready(ast.parse(app.read_text())) | _common_classes_defining_ready()
+    for node in ast.walk(ast.parse(app.read_text())):
+        if isinstance(node, ast.ClassDef):
+            bases = {_base_name(base) for base in node.bases}
+            if node.name in waiting or bases & waiting:
+                return False
+    return True
+
+
+def _classes_defining_ready(tree: ast.Module) -> set[str]:
+    return {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        and any(isinstance(item, ast.FunctionDef) and item.name == "ready" for item in node.body)
+    }
+
+
+def _common_classes_defining_ready() -> set[str]:
+    """Classes of common/ that override `ready`, except the runtime's own `Function`."""
+    found: set[str] = set()
+    for module in (REPO / "common").glob("*.py"):
+        found |= _classes_defining_ready(ast.parse(module.read_text()))
+    return found - {"Function"}
+
+
+def _base_name(base: ast.expr) -> str:
+    if isinstance(base, ast.Attribute):
+        return base.attr
+    return base.id if isinstance(base, ast.Name) else ""
 
 
 def function_image(function: str) -> ImageSpec:

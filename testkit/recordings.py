@@ -20,6 +20,9 @@ from typing import Any
 from localknative.collector import read_entries
 
 EXTENSIONS_OF_DEAD_LETTERS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
+# What the classifiers answer with; the Broker also gets other replies (compliance's verdicts),
+# which are no classification.
+CLASSIFICATION_RESULT = "dev.rgwinference.classification.result"
 
 Entries = list[dict[str, Any]]
 
@@ -69,13 +72,17 @@ class Recordings:
     def read(cls, results: Path, dead_letters: Path, dispatches: Path) -> Recordings:
         return cls(read_entries(results), read_entries(dead_letters), read_entries(dispatches))
 
-    def outcomes(self, keys: Iterable[str], receiver_url: str) -> dict[str, KeyOutcome]:
-        """Per key: its results (by function) and its classifiers' dead letters (the
-        receiver's are not counted: it is no classifier)."""
+    def outcomes(
+        self, keys: Iterable[str], receiver_url: str | Iterable[str]
+    ) -> dict[str, KeyOutcome]:
+        """Per key: its classification results (by function) and its classifiers' dead letters
+        (those of `receiver_url`, the URL or URLs of the functions that are no classifier, are
+        not counted)."""
+        others = (receiver_url,) if isinstance(receiver_url, str) else tuple(receiver_url)
         wanted = {key: KeyOutcome() for key in keys}
         for entry in self.results:
             data = entry.get("data")
-            if not isinstance(data, dict):
+            if not isinstance(data, dict) or not is_classification(entry):
                 continue
             function = str(entry["attributes"].get("source", "")).rstrip("/").rsplit("/", 1)[-1]
             for item in data.get("results", [data]):
@@ -91,7 +98,7 @@ class Recordings:
             attributes = entry["attributes"]
             outcome = wanted.get(str(attributes.get("subject")))
             destination = str(attributes.get("knativeerrordest", ""))
-            if outcome is not None and not destination.startswith(receiver_url):
+            if outcome is not None and not destination.startswith(others):
                 outcome.dead.append(entry)
         return wanted
 
@@ -108,8 +115,16 @@ class Recordings:
         return sum(
             1
             for e in self.results
-            if isinstance(e.get("data"), dict) and e["data"].get("event_id") == event_id
+            if isinstance(e.get("data"), dict)
+            and e["data"].get("event_id") == event_id
+            and is_classification(e)
         )
+
+
+def is_classification(entry: dict[str, Any]) -> bool:
+    """A recorded event is a classification.result (entries without a type: older recordings)."""
+    kind = entry.get("attributes", {}).get("type")
+    return kind is None or kind == CLASSIFICATION_RESULT
 
 
 def replayable(entry: dict[str, Any]) -> dict[str, Any]:

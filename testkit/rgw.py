@@ -173,9 +173,16 @@ class RgwGateway:
 class RgwCluster:
     """The cluster in `data_dir`; `close()` purges it (safe to call when the start failed)."""
 
-    def __init__(self, data_dir: Path, memstore_bytes: int = MEMSTORE_BYTES) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        memstore_bytes: int = MEMSTORE_BYTES,
+        frontend_options: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.memstore_bytes = memstore_bytes
+        # None: rgw-up.sh's default (tcp_nodelay=1); "" leaves the frontend as Ceph ships it.
+        self.frontend_options = frontend_options
         self.gateway: RgwGateway | None = None
         self.pids: dict[str, int] = {}  # kept: the purge deletes the pid files
 
@@ -187,6 +194,8 @@ class RgwCluster:
 
     def _up(self, args: list[str], timeout: float) -> dict[str, str]:
         env = {"RGW_MEMSTORE_BYTES": str(self.memstore_bytes)}
+        if self.frontend_options is not None:
+            env["RGW_FRONTEND_OPTIONS"] = self.frontend_options
         try:
             done = run_script("rgw-up.sh", [str(self.data_dir), *args], timeout, env)
         except subprocess.TimeoutExpired as exc:
@@ -250,9 +259,11 @@ class RgwCluster:
                 run_script("rgw-down.sh", [str(self.data_dir), "--purge"], timeout=60)
 
 
-def start_rgw(data_dir: Path, port: int | None = None) -> tuple[RgwCluster, RgwGateway]:
+def start_rgw(
+    data_dir: Path, port: int | None = None, frontend_options: str | None = None
+) -> tuple[RgwCluster, RgwGateway]:
     """A cluster and its gateway; the cluster is purged again if the start fails."""
-    cluster = RgwCluster(data_dir)
+    cluster = RgwCluster(data_dir, frontend_options=frontend_options)
     try:
         return cluster, cluster.start(port)
     except BaseException:

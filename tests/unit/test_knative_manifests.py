@@ -157,7 +157,8 @@ def schema_errors(doc: Manifest) -> list[str]:
             f"{name}: {'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
             for error in validator.iter_errors(doc)
         ]
-    if "." not in key[0].split("/")[0] or key[0].startswith("apps/"):
+    # Kubernetes' own API groups: the core group and the named ones (NetworkPolicy's included).
+    if "." not in key[0].split("/")[0] or key[0].startswith(("apps/", "networking.k8s.io/")):
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -324,7 +325,7 @@ def served_paths(image: str) -> set[str]:
         from results.thumbnails import Thumbnailer
 
         app = create_results_app(Store("sqlite:///:memory:"), Thumbnailer(None, 64, 1, 1))
-        return {route.path for route in app.routes}
+        return {route.path for route in app.routes}  # type: ignore[attr-defined]
     raise AssertionError(f"unknown image rgw-inference/{image}")
 
 
@@ -976,3 +977,82 @@ def test_restricted_check_takes_pod_level_run_as_non_root_and_seccomp() -> None:
     del context["runAsNonRoot"], context["seccompProfile"]
     spec["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     assert restricted_violations(spec) == []
+
+
+# --- the evaluation overlay (docs/evaluation.md) ------------------------------------------------
+
+
+def test_evaluation_overlay_sends_every_object_to_both_classifiers() -> None:
+    objects = index(build(KNATIVE / "overlays" / "evaluation"))
+    assert ("Route", "classifiers") not in objects
+    assert ("Subscription", "classifiers") not in objects
+    for classifier in ("resnet", "vision"):
+        route = objects[("Route", classifier)]["spec"]["traffic"]
+        assert [(t["configurationName"], t["percent"]) for t in route] == [(classifier, 100)]
+        subscription = objects[("Subscription", classifier)]["spec"]
+        assert subscription["channel"]["name"] == "rgw-events"
+        assert subscription["subscriber"]["ref"] == {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Route",
+            "name": classifier,
+        }
+        assert subscription["reply"]["ref"]["kind"] == "Broker"
+        assert subscription["reply"]["ref"]["name"] == "default"
+        delivery_is_the_contract(subscription["delivery"])
+    trigger = objects[("Trigger", "evaluation")]["spec"]
+    assert trigger["broker"] == "default"
+    assert trigger["filter"]["attributes"] == {"type": "dev.rgwinference.classification.result"}
+    assert trigger["subscriber"]["ref"]["name"] == "evaluation"
+    delivery_is_the_contract(trigger["delivery"])
+    annotations = objects[("Service", "evaluation")]["spec"]["template"]["metadata"]["annotations"]
+    # The pairs meet in one process's memory: exactly one replica, kept up.
+    assert annotations["autoscaling.knative.dev/min-scale"] == "1"
+    assert annotations["autoscaling.knative.dev/max-scale"] == "1"
+
+
+def test_base_runs_the_evaluation_function_but_routes_nothing_to_it() -> None:
+    objects = index(build(KNATIVE / "base"))
+    annotations = objects[("Service", "evaluation")]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/max-scale"] == "1"
+    for (kind, _), doc in objects.items():
+        if kind in {"Subscription", "Trigger"}:
+            assert doc["spec"]["subscriber"]["ref"]["name"] != "evaluation", doc["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("overlay", "created"),
+    [
+        ("base", None),
+        ("overlays/broker", "com.amazonaws.s3.ObjectCreated:Put"),
+        ("overlays/rgw-cloudevents-broker", "com.amazonaws.ObjectCreated:Put"),
+    ],
+)
+def test_every_created_object_also_goes_to_compliance(overlay: str, created: str | None) -> None:
+    """Issue 16: a Subscription (the Channel) or a Trigger (the Broker) per topology sends every
+    object to the compliance function beside the classifiers; its verdicts go to the Broker."""
+    objects = index(build(KNATIVE / overlay))
+    env = {
+        e["name"]: e.get("value")
+        for e in objects[("Service", "compliance")]["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+    }
+    assert env["MODEL_NAME"] == "open_nsfw"
+    assert env["RESNET_SERVING_ENDPOINT"].startswith("modelserver.")
+    if created is None:
+        subscription = objects[("Subscription", "compliance")]["spec"]
+        assert subscription["channel"]["name"] == "rgw-events"
+        assert subscription["reply"]["ref"] == {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "name": "default",
+        }
+        delivery_is_the_contract(subscription["delivery"])
+        return
+    assert not [name for kind, name in objects if kind == "Subscription"]
+    trigger = objects[("Trigger", "compliance")]["spec"]
+    assert trigger["subscriber"]["ref"]["name"] == "compliance"
+    assert trigger_matches(trigger["filters"], created)
+    for other in ("com.amazonaws.ObjectRemoved:Delete", "dev.rgwinference.compliance.verdict"):
+        assert not trigger_matches(trigger["filters"], other), other
+    delivery_is_the_contract(trigger["delivery"])

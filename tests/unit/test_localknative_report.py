@@ -97,3 +97,37 @@ def test_photos_are_real_jpegs_of_the_catalogue() -> None:
         image = Image.open(io.BytesIO(photo.jpeg))
         assert image.format == "JPEG" and image.mode == "RGB"
         assert min(image.size) >= 200
+
+
+def test_a_verdict_is_printed_and_kept_beside_the_classification() -> None:
+    """The compliance function's reply (a compliance.verdict) never counts as the object's
+    classification; once a verdict came, a row is settled only when its verdict is in too."""
+    tracker = Tracker("photos", audit_subscriptions={"receiver", "compliance"})
+    for key in ("cat.jpg", "cup.jpg"):
+        tracker.expect(key, 100.0)
+    verdict = {
+        "time": 102.0,
+        "attributes": {
+            "source": "/functions/compliance",
+            "subject": "cat.jpg",
+            "type": "dev.rgwinference.compliance.verdict",
+        },
+        "data": {"key": "cat.jpg", "score": 0.0123, "flagged": False, "threshold": 0.8,
+                 "model_id": "open_nsfw@1", "latency_ms": 40.0},
+    }  # fmt: skip
+    [line] = tracker.absorb_result(verdict)
+    expected = "compliance cat.jpg not flagged: nsfw 0.0123 < 0.8 [open_nsfw@1, 40 ms]"
+    assert " ".join(line.split()) == expected
+    assert tracker.absorb_dispatch(dispatch("cat.jpg", "compliance", "Service/compliance"))
+    tracker.absorb_dispatch(dispatch("cat.jpg", "classifiers", "Configuration/resnet"))
+    tracker.absorb_dispatch(dispatch("cup.jpg", "classifiers", "Configuration/vision"))
+    tracker.absorb_result(result("cat.jpg", "resnet", "Egyptian cat", 0.69))
+    tracker.absorb_result(result("cup.jpg", "vision", "cup", 0.5, class_id=None))
+    cat, cup = tracker.rows["cat.jpg"], tracker.rows["cup.jpg"]
+    assert (cat.status, cat.routed_to, cat.function) == ("classified", "resnet", "resnet")
+    assert cat.as_json()["verdicts"]["compliance"]["score"] == 0.0123
+    # cup.jpg is classified, but its verdict is not in yet.
+    assert tracker.done(["cat.jpg", "cup.jpg"]) == 1
+    table = summary_table([cat, cup])
+    assert table.splitlines()[0].endswith("| compliance |")
+    assert "| 2.50 s | ok 0.0123 |" in table and table.splitlines()[-1].endswith("| - |")

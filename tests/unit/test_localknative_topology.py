@@ -209,8 +209,13 @@ def test_the_real_manifests_describe_the_seed_topology() -> None:
     topology = load_topology(KNATIVE_BASE)
     assert "rgw-events" in topology.channels
     subscriptions = {s.name: s for s in topology.subscriptions_of("rgw-events")}
-    assert set(subscriptions) == {"receiver", "classifiers"}
+    assert set(subscriptions) == {"receiver", "classifiers", "compliance"}
     receiver, classifiers = subscriptions["receiver"], subscriptions["classifiers"]
+    # The compliance function gets every event too, and replies to the Broker (issue 16).
+    compliance = subscriptions["compliance"]
+    assert compliance.subscriber == Destination(Ref("Service", "compliance"))
+    assert compliance.reply == Destination(Ref("Broker", "default"))
+    assert topology.roles[Ref("Service", "compliance")] == "verdict"
     assert receiver.subscriber == Destination(Ref("Service", "receiver"))
     assert receiver.reply is None
     assert classifiers.subscriber == Destination(Ref("Route", "classifiers"))
@@ -221,7 +226,7 @@ def test_the_real_manifests_describe_the_seed_topology() -> None:
         backoff_delay=0.2,
         dead_letter_sink=Destination(Ref("Service", "dead-letters")),
     )
-    assert receiver.delivery == classifiers.delivery == expected
+    assert receiver.delivery == classifiers.delivery == compliance.delivery == expected
     split = {(t.target, t.percent) for t in topology.traffic("classifiers")}
     assert split == {(Ref("Configuration", "resnet"), 50), (Ref("Configuration", "vision"), 50)}
 
@@ -233,6 +238,7 @@ def test_the_real_manifests_bind_to_the_five_local_processes() -> None:
         "Configuration/vision",
         "Service/dead-letters",
         "Broker/default",
+        "Service/compliance",
     )
     urls = {name: f"http://127.0.0.1:{9000 + i}" for i, name in enumerate(names)}
     plans = {

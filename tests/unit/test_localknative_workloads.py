@@ -15,6 +15,7 @@ from localknative.workloads import (
     CLASSIFIER,
     LOCAL_ENV_ANNOTATION,
     UNSUBSCRIBED,
+    VERDICT,
     LocalRun,
     audit_subscriptions,
     function_roles,
@@ -76,18 +77,22 @@ def function(
 
 def test_the_base_declares_the_three_functions_with_their_roles() -> None:
     functions = load_functions(BASE)
-    assert [(f.name, f.module, str(f.ref)) for f in functions] == [
+    assert [(f.name, f.module, str(f.ref)) for f in functions if f.name != "evaluation"] == [
+        ("compliance", "functions.compliance", "Service/compliance"),
         ("receiver", "functions.receiver", "Service/receiver"),
         ("resnet", "functions.resnet", "Configuration/resnet"),
         ("vision", "functions.vision", "Configuration/vision"),
     ]
     topology = load_topology(BASE)
-    assert function_roles(topology, functions) == {
+    roles = function_roles(topology, functions)
+    assert {name: roles[name] for name in ("compliance", "receiver", "resnet", "vision")} == {
+        "compliance": VERDICT,  # every object, beside the classifiers; its replies are verdicts
         "receiver": AUDIT,
         "resnet": CLASSIFIER,
         "vision": CLASSIFIER,
     }
-    assert audit_subscriptions(topology) == {"receiver"}
+    # The deliveries the demo notes, not where an object was routed to be classified.
+    assert audit_subscriptions(topology) == {"receiver", "compliance"}
     assert namespace_of(BASE) == "rgw-inference"
     assert service_ports(BASE, "modelserver") == {"grpc": 8500, "http": 8501}
 

@@ -11,12 +11,13 @@ from common.env import ConfigError
 from modelserver.config import parse_config
 
 
-def test_defaults_serve_both_models_on_tf_serving_ports() -> None:
+def test_defaults_serve_the_three_models_on_tf_serving_ports() -> None:
     config = parse_config([], env={})
     assert (config.host, config.grpc_port, config.rest_port) == ("127.0.0.1", 8500, 8501)
     assert [(m.name, m.kind) for m in config.models] == [
         ("mobilenet_v2", "mobilenet_v2"),
         ("efficientnet_lite0", "efficientnet_lite0"),
+        ("open_nsfw", "open_nsfw"),
     ]
     assert config.vision_api_key is None
 
@@ -100,3 +101,20 @@ def test_vision_key_flag_wins_and_a_missing_key_file_is_a_config_error(tmp_path:
         parse_config([], env={"VISION_API_KEY_FILE": str(tmp_path / "empty")}).vision_api_key
         is None
     )
+
+
+def test_the_model_server_imports_nothing_its_image_lacks() -> None:
+    """The modelserver image installs modelserver/requirements.txt only: no boto3 (the
+    functions' S3 client) and no httpx (the Vision client). A shared module of common/ that
+    starts importing either breaks the image build (`python -m modelserver convert`)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; import modelserver.rest_api, modelserver.grpc_api, modelserver.vision_api, "
+        "modelserver.convert; print(sorted(m for m in ('boto3', 'httpx') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

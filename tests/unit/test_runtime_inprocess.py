@@ -324,3 +324,61 @@ def test_runtime_settings_come_from_the_environment(
         create_app(Recorder)
     assert exited.value.code == 2
     assert capsys.readouterr().err.startswith("configuration error: PORT: expected an integer")
+
+
+class ResultReader(Recorder):
+    """Takes one other CloudEvent type as it is, counts it, and serves the count."""
+
+    event_types = frozenset({"dev.test.result"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refreshed = 0
+
+    def instrument(self, registry: object) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        assert isinstance(registry, CollectorRegistry)
+        self.taken = Counter("test_results", "results taken", registry=registry)
+
+    def refresh_metrics(self) -> None:
+        self.refreshed += 1
+
+    def routes(self) -> dict[str, Callable[[], object]]:
+        return {"/report": lambda: {"handled": len(self.handled)}}
+
+    def handle(self, delivery: Delivery) -> BaseCloudEvent | None:
+        self.taken.inc()
+        return super().handle(delivery)
+
+
+def test_a_function_naming_event_types_gets_those_events_as_they_are() -> None:
+    function = ResultReader()
+
+    async def scenario() -> None:
+        async with running(app_for(function)) as client:
+            headers = binary_headers("dev.test.result", "/functions/resnet")
+            taken = await client.post("/", headers=headers, content=b'{"labels": []}')
+            notification = await post_event(client)  # an S3 notification is not its type
+            report = (await client.get("/report")).json()
+            metrics = (await client.get("/metrics")).text
+        assert taken.status_code == 200
+        assert notification.status_code == 422
+        assert notification.json()["error"] == "unsupported-payload"
+        assert "dev.test.result" in notification.json()["message"]
+        assert [d.objects for d in function.handled] == [[]]
+        assert function.handled[0].cloudevent.get_data() == {"labels": []}
+        assert report == {"handled": 1}
+        assert metric(metrics, "test_results_total") == 1
+        assert function.refreshed == 1
+
+    run(scenario)
+
+
+def test_a_route_may_not_take_a_runtime_endpoint() -> None:
+    class Greedy(Recorder):
+        def routes(self) -> dict[str, Callable[[], object]]:
+            return {"/metrics": dict}
+
+    with pytest.raises(ValueError, match="/metrics is the runtime's own endpoint"):
+        app_for(Greedy())

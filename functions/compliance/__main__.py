@@ -1,0 +1,4 @@
+from common.runtime import serve
+from functions.compliance.app import app
+
+serve(app)
