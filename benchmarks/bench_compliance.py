@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.support import cold_start, free_port, log_dir, machine, python, table
+from benchmarks.support import alternating_cold_starts, log_dir, machine, table
 from common.tfserving import TFServingClient, TFServingSettings
 from testkit.records import binary_event
 from testkit.rgw import RgwGateway, start_rgw
@@ -60,30 +60,9 @@ def cold_start_rows(target: str, rgw_env: dict[str, str], runs: int) -> list[lis
         ),
         "compliance (open_nsfw, float32 pixels)": ("compliance", {}),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    rss: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(runs):
-        for name, (package, extra) in variants.items():
-            port = free_port()
-            env = {
-                **rgw_env,
-                "PORT": str(port),
-                "LOG_LEVEL": "WARNING",
-                "RESNET_SERVING_ENDPOINT": target,
-                **extra,
-            }
-            seconds, megabytes = cold_start(
-                [python(), "-m", f"functions.{package}"],
-                env,
-                f"http://127.0.0.1:{port}/health/readiness",
-                1,
-            )
-            times[name].append(seconds)
-            rss[name].append(megabytes)
-    return [
-        [name, f"{statistics.median(times[name]):.3f} s", f"{statistics.median(rss[name]):.0f} MB"]
-        for name in variants
-    ]
+    env = {**rgw_env, "LOG_LEVEL": "WARNING", "RESNET_SERVING_ENDPOINT": target}
+    medians = alternating_cold_starts(variants, env, runs)
+    return [[name, f"{medians[name][0]:.3f} s", f"{medians[name][1]:.0f} MB"] for name in variants]
 
 
 def median_ms(samples: list[float]) -> float:

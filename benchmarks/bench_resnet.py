@@ -36,7 +36,7 @@ import numpy as np
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from benchmarks.import_budget import budget_rows
-from benchmarks.support import cold_start, free_port, log_dir, machine, python, table
+from benchmarks.support import alternating_cold_starts, free_port, log_dir, machine, table
 from common.events import ObjectEvent
 from common.images import decode_image, preprocess
 from common.s3 import ObjectStore, S3Settings
@@ -126,34 +126,16 @@ def cold_start_rows(target: str, rgw_env: dict[str, str], runs: int) -> list[lis
         ),
         "resnet (resnet, image bytes)": ("resnet", {"MODEL_NAME": "resnet"}),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    rss: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(runs):
-        for name, (package, extra) in variants.items():
-            port = free_port()
-            env = {
-                **rgw_env,
-                "PORT": str(port),
-                "LOG_LEVEL": "WARNING",
-                "RESNET_SERVING_ENDPOINT": target,
-                **extra,
-            }
-            seconds, megabytes = cold_start(
-                [python(), "-m", f"functions.{package}"],
-                env,
-                f"http://127.0.0.1:{port}/health/readiness",
-                1,
-            )
-            times[name].append(seconds)
-            rss[name].append(megabytes)
+    env = {**rgw_env, "LOG_LEVEL": "WARNING", "RESNET_SERVING_ENDPOINT": target}
+    medians = alternating_cold_starts(variants, env, runs)
     rows: list[list[object]] = []
     for name in variants:
         goal = "reference" if name == "receiver" else f"<= {GOAL_COLD_S} s, <= {GOAL_RSS_MB} MB"
         rows.append(
             [
                 name,
-                f"{statistics.median(times[name]):.3f} s",
-                f"{statistics.median(rss[name]):.0f} MB",
+                f"{medians[name][0]:.3f} s",
+                f"{medians[name][1]:.0f} MB",
                 goal,
             ]
         )

@@ -37,11 +37,10 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.support import cold_start, free_port, log_dir, machine, table  # noqa: E402
+from benchmarks.support import alternating_cold_starts, log_dir, machine, table  # noqa: E402
 from common.events import ObjectEvent  # noqa: E402
 from common.s3 import ObjectStore, S3Settings  # noqa: E402
 from common.vision_messages import ANNOTATE_PATH, API_KEY_HEADER, build_request_body  # noqa: E402
-from testkit.processes import python_argv  # noqa: E402
 from testkit.records import binary_event  # noqa: E402
 from testkit.rgw import RgwGateway, start_rgw  # noqa: E402
 from testkit.services import (  # noqa: E402
@@ -88,31 +87,19 @@ def dummy_env(port: int) -> dict[str, str]:
 def cold_start_rows(runs: int) -> list[list[object]]:
     """Runs alternate between the two functions, so load from elsewhere hits both alike."""
     names = ("receiver", "vision")
-    times: dict[str, list[float]] = {name: [] for name in names}
-    rss: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(runs):
-        for name in names:
-            port = free_port()
-            seconds, megabytes = cold_start(
-                python_argv("-m", f"functions.{name}"),
-                dummy_env(port),
-                f"http://127.0.0.1:{port}/health/readiness",
-                1,
-            )
-            times[name].append(seconds)
-            rss[name].append(megabytes)
+    medians = alternating_cold_starts({name: (name, {}) for name in names}, dummy_env(0), runs)
     rows: list[list[object]] = []
     for name in names:
         goal = f"<= {GOAL_COLD_S} s" if name == "vision" else "(reference: the runtime alone)"
         rows.append(
             [
                 f"{name} cold start",
-                f"{statistics.median(times[name]):.3f} s",
-                f"{statistics.median(rss[name]):.0f} MB",
+                f"{medians[name][0]:.3f} s",
+                f"{medians[name][1]:.0f} MB",
                 goal,
             ]
         )
-    ratio = statistics.median(times["vision"]) / statistics.median(times["receiver"])
+    ratio = medians["vision"][0] / medians["receiver"][0]
     rows.append(["vision / receiver", f"{ratio:.2f}x", "", ""])
     return rows
 

@@ -87,6 +87,30 @@ def cold_start(
     return statistics.median(times), statistics.median(rss)
 
 
+def alternating_cold_starts(
+    variants: Mapping[str, tuple[str, Mapping[str, str]]], env: Mapping[str, str], runs: int
+) -> dict[str, tuple[float, float]]:
+    """Median (seconds to readiness, RSS MB) per variant `name: (functions.<package>, extra env)`.
+
+    The runs alternate between the variants, so load from elsewhere hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    rss: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(runs):
+        for name, (package, extra) in variants.items():
+            port = free_port()
+            seconds, megabytes = cold_start(
+                [python(), "-m", f"functions.{package}"],
+                {**env, **extra, "PORT": str(port)},
+                f"http://127.0.0.1:{port}/health/readiness",
+                1,
+            )
+            times[name].append(seconds)
+            rss[name].append(megabytes)
+    return {
+        name: (statistics.median(times[name]), statistics.median(rss[name])) for name in variants
+    }
+
+
 def python() -> str:
     return sys.executable
 

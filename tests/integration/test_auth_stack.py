@@ -65,8 +65,14 @@ def test_the_pipelines_own_events_are_classified(live: LiveStack) -> None:
     assert len(keys) == 4
     outcomes = live.wait_settled(keys, timeout=180)
     assert all(o.classified and not o.dead for o in outcomes.values()), outcomes
-    for name in live.endpoints.audiences:
-        assert live.counters(name).get("cloudevents_handled_total", 0) > 0, name
+    handled = {
+        n: live.counters(n).get("cloudevents_handled_total", 0) for n in live.endpoints.audiences
+    }
+    # The classifiers share the Route 50/50, so either may have got none of these few events;
+    # together they classified every key. Every other function gets each event.
+    assert sum(handled[n] for n in live.classifiers) >= len(keys), handled
+    for name in set(handled) - set(live.classifiers):
+        assert handled[name] >= len(keys), (name, handled)
 
 
 def test_forged_posts_straight_at_a_function_are_refused(live: LiveStack) -> None:
