@@ -26,7 +26,7 @@ import httpx
 
 from localknative.collector import read_entries
 from localknative.routing import is_retryable
-from localknative.topology import DeliverySpec, Ref, TopologyError, parse_duration, read_documents
+from localknative.topology import Ref, TopologyError, Trigger, triggers_to
 from localknative.workloads import namespace_of
 
 if TYPE_CHECKING:
@@ -36,45 +36,6 @@ if TYPE_CHECKING:
 
 EVALUATION = "evaluation"
 OVERLAY = Path(__file__).resolve().parents[1] / "knative" / "overlays" / "evaluation"
-
-
-@dataclass(frozen=True)
-class Trigger:
-    name: str
-    attributes: Mapping[str, str]  # filter.attributes: exact match on each
-    subscriber: Ref
-    delivery: DeliverySpec
-
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        return all(attributes.get(name) == value for name, value in self.attributes.items())
-
-
-def triggers_to(directory: Path, subscriber: Ref) -> list[Trigger]:
-    """The Triggers of the manifests in `directory` whose subscriber is `subscriber`."""
-    found = []
-    for where, doc in read_documents(directory):
-        if not isinstance(doc, Mapping) or doc.get("kind") != "Trigger":
-            continue
-        spec = doc.get("spec") or {}
-        ref = (spec.get("subscriber") or {}).get("ref") or {}
-        if Ref(str(ref.get("kind")), str(ref.get("name"))) != subscriber:
-            continue
-        if "filters" in spec:
-            raise TopologyError(f"{where}: Trigger `filters` are not played locally")
-        delivery = spec.get("delivery") or {}
-        found.append(
-            Trigger(
-                name=str(doc["metadata"]["name"]),
-                attributes=dict((spec.get("filter") or {}).get("attributes") or {}),
-                subscriber=subscriber,
-                delivery=DeliverySpec(
-                    retry=int(delivery.get("retry", 0)),
-                    backoff_policy=str(delivery.get("backoffPolicy", "exponential")),
-                    backoff_delay=parse_duration(str(delivery.get("backoffDelay", "PT0S"))),
-                ),
-            )
-        )
-    return found
 
 
 def played_trigger_auth_env(directory: Path, issuer: str) -> dict[str, dict[str, str]]:

@@ -31,7 +31,7 @@ from localknative.parts import (
     start_results_service,
 )
 from localknative.routing import Bindings, plan_channel
-from localknative.topology import Ref, Topology, load_topology
+from localknative.topology import Ref, Topology, load_topology, triggers_to
 from localknative.workloads import (
     CLASSIFIER,
     FunctionSpec,
@@ -349,7 +349,5 @@ def start_source(
 
 def results_trigger_type(knative_dir: Path) -> str | None:
     """The event type Trigger `results` lets through to the results service (None: all)."""
-    from localknative.compare import triggers_to
-
     types = {t.attributes.get("type") for t in triggers_to(knative_dir, Ref("Service", "results"))}
     return types.pop() if len(types) == 1 else None

@@ -52,6 +52,11 @@ class ObjectRow:
     refused_by: set[str] = field(default_factory=set)  # audit targets that never took it
 
     @property
+    def awaiting_route(self) -> bool:
+        """Classified, but the dispatcher's record of where the Route sent it not read yet."""
+        return self.status == "classified" and self.routed_to is None
+
+    @property
     def status(self) -> str:
         if self.function is not None:
             return "classified"

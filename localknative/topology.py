@@ -329,3 +329,44 @@ def read_documents(directory: Path) -> list[tuple[str, Any]]:
 def load_topology(directory: Path) -> Topology:
     """The routing the manifests in `directory` describe."""
     return parse_documents(read_documents(directory))
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A Broker Trigger: the events it lets through (exact attribute matches) to its subscriber."""
+
+    name: str
+    attributes: Mapping[str, str]  # filter.attributes: exact match on each
+    subscriber: Ref
+    delivery: DeliverySpec
+
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        return all(attributes.get(name) == value for name, value in self.attributes.items())
+
+
+def triggers_to(directory: Path, subscriber: Ref) -> list[Trigger]:
+    """The Triggers of the manifests in `directory` whose subscriber is `subscriber`."""
+    found = []
+    for where, doc in read_documents(directory):
+        if not isinstance(doc, Mapping) or doc.get("kind") != "Trigger":
+            continue
+        spec = doc.get("spec") or {}
+        ref = (spec.get("subscriber") or {}).get("ref") or {}
+        if Ref(str(ref.get("kind")), str(ref.get("name"))) != subscriber:
+            continue
+        if "filters" in spec:
+            raise TopologyError(f"{where}: Trigger `filters` are not played locally")
+        delivery = spec.get("delivery") or {}
+        found.append(
+            Trigger(
+                name=str(doc["metadata"]["name"]),
+                attributes=dict((spec.get("filter") or {}).get("attributes") or {}),
+                subscriber=subscriber,
+                delivery=DeliverySpec(
+                    retry=int(delivery.get("retry", 0)),
+                    backoff_policy=str(delivery.get("backoffPolicy", "exponential")),
+                    backoff_delay=parse_duration(str(delivery.get("backoffDelay", "PT0S"))),
+                ),
+            )
+        )
+    return found

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from localknative.compare import OVERLAY, triggers_to
+from localknative.compare import OVERLAY
 from localknative.launch import BROKER, CHANNEL, DEAD_LETTERS, function_bindings
 from localknative.overlay import materialize, merge_patch, read_overlay
 from localknative.routing import Bindings, plan_channel
-from localknative.topology import Ref, TopologyError, load_topology
+from localknative.topology import Ref, TopologyError, load_topology, triggers_to
 from localknative.workloads import CLASSIFIER, function_roles, load_functions, namespace_of
 from tests.unit.test_knative_manifests import KNATIVE, build, index
 
